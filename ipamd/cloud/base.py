@@ -1,0 +1,57 @@
+"""The one protocol every cloud provider implements (aws, azure, sim).
+
+Methods are blocking: the manager runs them in a worker thread through ``ipamd.cloud.limiter`` so
+every call passes one client-side rate limiter with backoff. Providers raise only the
+``ipamd.errors.CloudError`` tree; SDK exceptions are translated inside the provider.
+
+Providers enforce the instance limits themselves (max interfaces, addresses per interface) and raise
+``LimitExceeded`` rather than trusting the cloud (or its emulator) to refuse.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ipamd.pool.model import InstanceLimits, InterfaceId, InterfaceView
+
+
+class CloudProvider(Protocol):
+    name: str
+
+    def instance_limits(self) -> InstanceLimits:
+        """Limits of this node's instance type."""
+        ...
+
+    def list_interfaces(self) -> list[InterfaceView]:
+        """Every managed interface attached to this node, with its secondary IPs and prefixes.
+
+        The primary interface is included (``primary=True``). Unmanaged interfaces are left out.
+        """
+        ...
+
+    def attach_interface(self, ip_count: int, prefix_count: int) -> InterfaceView:
+        """Create and attach a new interface holding ``ip_count`` IPs or ``prefix_count`` prefixes.
+
+        Either the interface ends attached and returned, or nothing is left behind.
+        """
+        ...
+
+    def detach_interface(self, interface_id: InterfaceId) -> None:
+        """Detach and delete a secondary interface. Already gone is not an error."""
+        ...
+
+    def assign_ips(self, interface_id: InterfaceId, count: int) -> list[str]:
+        """Add ``count`` secondary IPs; returns the new ones only."""
+        ...
+
+    def assign_prefixes(self, interface_id: InterfaceId, count: int) -> list[str]:
+        """Add ``count`` /28 prefixes; returns the new ones only."""
+        ...
+
+    def release_ips(self, interface_id: InterfaceId, ips: list[str]) -> None:
+        """Remove secondary IPs. IPs already gone are not an error."""
+        ...
+
+    def release_prefixes(self, interface_id: InterfaceId, prefixes: list[str]) -> None:
+        """Remove prefixes. Prefixes already gone are not an error."""
+        ...

@@ -1,0 +1,94 @@
+"""The daemon's exception tree. Third-party exceptions are translated once, at the boundary.
+
+    CloudCniError
+    ├── ConfigError                 bad env var or config value (daemon refuses to start)
+    ├── CheckpointError             checkpoint unreadable / unwritable
+    ├── PoolError
+    │   ├── NoAddressAvailable      pool empty and cannot grow now (CNI 11: try again later)
+    │   └── AllocationNotFound      no assignment for that key (DEL/GC swallow it)
+    ├── RequestError                a gRPC request failed validation (CNI 7 / 4)
+    └── CloudError                  anything a provider raises
+        ├── TemporaryCloudError     retry with backoff (5xx, timeouts); ``retry_after`` hint
+        │   └── ThrottledError      the cloud said slow down (RequestLimitExceeded, 429)
+        └── PermanentCloudError     retrying will not help
+            ├── LimitExceeded       instance/interface limit reached (ENI count, IPs per ENI)
+            ├── SubnetFull          the subnet has no free addresses (pause growth for a cool-off)
+            ├── CloudPermissionError  missing IAM/RBAC permission; ``action`` names it
+            └── InterfaceNotFound   the interface is gone (already-gone: reconcile swallows it)
+"""
+
+from __future__ import annotations
+
+
+class CloudCniError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(CloudCniError):
+    def __init__(self, variable: str, value: str, allowed: str) -> None:
+        super().__init__(f"{variable}={value!r} is invalid: {allowed}")
+        self.variable = variable
+        self.value = value
+        self.allowed = allowed
+
+
+class CheckpointError(CloudCniError):
+    pass
+
+
+class PoolError(CloudCniError):
+    pass
+
+
+class NoAddressAvailable(PoolError):
+    pass
+
+
+class AllocationNotFound(PoolError):
+    pass
+
+
+class RequestError(CloudCniError):
+    """A request from the shim failed validation. ``field`` names what was wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class CloudError(CloudCniError):
+    def __init__(self, operation: str, message: str) -> None:
+        super().__init__(f"{operation}: {message}")
+        self.operation = operation
+
+
+class TemporaryCloudError(CloudError):
+    def __init__(self, operation: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(operation, message)
+        self.retry_after = retry_after
+
+
+class ThrottledError(TemporaryCloudError):
+    pass
+
+
+class PermanentCloudError(CloudError):
+    pass
+
+
+class LimitExceeded(PermanentCloudError):
+    pass
+
+
+class SubnetFull(PermanentCloudError):
+    pass
+
+
+class CloudPermissionError(PermanentCloudError):
+    def __init__(self, operation: str, message: str, action: str) -> None:
+        super().__init__(operation, message)
+        self.action = action
+
+
+class InterfaceNotFound(PermanentCloudError):
+    pass

@@ -1,20 +1,20 @@
 """The daemon's exception tree. Third-party exceptions are translated once, at the boundary.
 
-    CloudCniError
-    ├── ConfigError                 bad env var or config value (daemon refuses to start)
-    ├── CheckpointError             checkpoint unreadable / unwritable
-    ├── PoolError
-    │   ├── NoAddressAvailable      pool empty and cannot grow now (CNI 11: try again later)
-    │   └── AllocationNotFound      no assignment for that key (DEL/GC swallow it)
-    ├── RequestError                a gRPC request failed validation (CNI 7 / 4)
-    └── CloudError                  anything a provider raises
-        ├── TemporaryCloudError     retry with backoff (5xx, timeouts); ``retry_after`` hint
-        │   └── ThrottledError      the cloud said slow down (RequestLimitExceeded, 429)
-        └── PermanentCloudError     retrying will not help
-            ├── LimitExceeded       instance/interface limit reached (ENI count, IPs per ENI)
-            ├── SubnetFull          the subnet has no free addresses (pause growth for a cool-off)
-            ├── CloudPermissionError  missing IAM/RBAC permission; ``action`` names it
-            └── InterfaceNotFound   the interface is gone (already-gone: reconcile swallows it)
+CloudCniError
+├── ConfigError                 bad env var or config value (daemon refuses to start)
+├── CheckpointError             checkpoint unreadable / unwritable
+├── PoolError
+│   ├── NoAddressAvailable      pool empty and cannot grow now (CNI 11: try again later)
+│   └── AllocationNotFound      no assignment for that key (DEL/GC swallow it)
+├── RequestError                a gRPC request failed validation (CNI 7 / 4)
+└── CloudError                  anything a provider raises
+    ├── TemporaryCloudError     retry with backoff (5xx, timeouts); ``retry_after`` hint
+    │   └── ThrottledError      the cloud said slow down (RequestLimitExceeded, 429)
+    └── PermanentCloudError     retrying will not help
+        ├── LimitExceeded       instance/interface limit reached (ENI count, IPs per ENI)
+        ├── SubnetFull          the subnet has no free addresses (pause growth for a cool-off)
+        ├── CloudPermissionError  missing IAM/RBAC permission; ``action`` names it
+        └── InterfaceNotFound   the interface is gone (already-gone: reconcile swallows it)
 """
 
 from __future__ import annotations

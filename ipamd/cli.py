@@ -1,0 +1,70 @@
+"""``cloud-cni``: the daemon and the operator's commands.
+
+cloud-cni ipamd        run the node daemon in the foreground (also: python -m ipamd)
+cloud-cni demo         the daemon on the simulated cloud, driven through a node story
+cloud-cni version
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from ipamd.errors import CloudCniError, ConfigError
+
+
+def _version() -> str:
+    try:
+        return version("cloud-cni")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def run_ipamd() -> int:
+    from ipamd import log
+    from ipamd.config import Settings
+
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"cloud-cni ipamd: {exc}", file=sys.stderr)
+        return 2
+    log.configure(settings.log_level)
+    from ipamd.daemon import Daemon
+
+    try:
+        return asyncio.run(Daemon(settings).run())
+    except ConfigError as exc:
+        print(f"cloud-cni ipamd: {exc}", file=sys.stderr)
+        return 2
+    except CloudCniError as exc:
+        print(f"cloud-cni ipamd: cannot start: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="cloud-cni", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ipamd", help="run the node daemon (settings from the environment: docs/configuration.md)")
+    demo = sub.add_parser("demo", help="run the daemon on the simulated cloud through a node story")
+    demo.add_argument("--pods", type=int, default=30, help="pods in the scale-up burst (default 30)")
+    demo.add_argument("--plot", metavar="FILE.png", help="draw pool size and demand over time")
+    sub.add_parser("version", help="print the version")
+    args = parser.parse_args(argv)
+    if args.command == "ipamd":
+        return run_ipamd()
+    if args.command == "version":
+        print(_version())
+        return 0
+    from ipamd.demo import main as demo_main
+
+    return demo_main(pods=args.pods, plot=args.plot)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,291 @@
+"""Settings: every environment variable the daemon reads, parsed and validated in one table.
+
+A bad value stops the daemon at start with one line naming the variable, the value and what is
+allowed (``ConfigError``); there is no silent default for a value that was set. docs/configuration.md
+is the operator's reference and a test keeps it in step with ``VARIABLES``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ipamd.errors import ConfigError
+from ipamd.pool.model import WarmPoolTargets
+
+PROVIDERS = ("aws", "azure", "sim")
+DATAPATHS = ("linux", "windows", "none")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+def _choice(allowed: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError("one of " + ", ".join(allowed))
+        return value
+
+    return parse
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip(), 10)
+        except ValueError:
+            raise ValueError(f"an integer >= {low}") from None
+        if value < low:
+            raise ValueError(f"an integer >= {low}")
+        return value
+
+    return parse
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("a number of seconds >= 0") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("a number of seconds >= 0")
+    return value
+
+
+def _positive_rate(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("a number > 0 (calls per second)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("a number > 0 (calls per second)")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError("true or false")
+
+
+def _path(raw: str) -> str:
+    value = raw.strip()
+    if not value.startswith("/") or "\0" in value:
+        raise ValueError("an absolute path")
+    return value
+
+
+def _bind(raw: str) -> str | None:
+    """host:port, [v6]:port, or ``off``."""
+    value = raw.strip()
+    if value.lower() == "off":
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("host:port with a port 1-65535, or off")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ValueError("host:port with an IP address or localhost as host, or off") from None
+    return value
+
+
+def _cluster_name(raw: str) -> str:
+    value = raw.strip()
+    if value and not _CLUSTER_NAME.match(value):
+        raise ValueError("letters, digits, '_', '.', '-' (at most 100, starting alphanumeric)")
+    return value
+
+
+def _cidr(raw: str) -> str:
+    try:
+        net = ipaddress.IPv4Network(raw.strip(), strict=True)
+    except ValueError:
+        raise ValueError("an IPv4 CIDR such as 10.0.0.0/22") from None
+    if net.prefixlen > 28:
+        raise ValueError("an IPv4 CIDR of /28 or larger")
+    return str(net)
+
+
+def _instance_type(raw: str) -> str:
+    from ipamd.cloud.sim import INSTANCE_TYPES  # the sim's table is the one list of simulated types
+
+    value = raw.strip()
+    if value not in INSTANCE_TYPES:
+        raise ValueError("one of " + ", ".join(sorted(INSTANCE_TYPES)))
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    name: str
+    field: str
+    default: str | None  # None: unset (or required when ``required``)
+    parse: Callable[[str], Any]
+    doc: str
+    required: bool = False
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("CLOUD_PROVIDER", "cloud_provider", None, _choice(PROVIDERS),
+             "aws, azure or sim (in-process simulated cloud). Required: never guessed.", required=True),
+    Variable("DATAPATH", "datapath", "linux" if sys.platform.startswith("linux") else "windows",
+             _choice(DATAPATHS), "linux (veth + routes), windows (HNS), none (IPAM only)."),
+    Variable("IPAMD_SOCKET", "ipamd_socket", "/var/run/cloud-cni/ipamd.sock", _path,
+             "gRPC Unix socket (mode 0600, parent directory 0700)."),
+    Variable("CHECKPOINT_PATH", "checkpoint_path", "/var/run/cloud-cni/ipam.json", _path,
+             "Crash-consistent state: assignments, cool-downs, quarantine."),
+    Variable("METRICS_BIND", "metrics_bind", "0.0.0.0:61678", _bind,
+             "Prometheus /metrics listen address, or off."),
+    Variable("INTROSPECTION_BIND", "introspection_bind", "127.0.0.1:61679", _bind,
+             "JSON introspection listen address, or off."),
+    Variable("WARM_ENI_TARGET", "warm_eni_target", "1", _int_at_least(0),
+             "Free interfaces' worth of IPs to keep warm (ignored when WARM_IP/MINIMUM_IP set)."),
+    Variable("WARM_IP_TARGET", "warm_ip_target", "0", _int_at_least(0),
+             "Free IPs to keep warm; 0 = unset. Replaces WARM_ENI_TARGET when set."),
+    Variable("MINIMUM_IP_TARGET", "minimum_ip_target", "0", _int_at_least(0),
+             "IPs to hold at least; 0 = unset. Replaces WARM_ENI_TARGET when set."),
+    Variable("WARM_PREFIX_TARGET", "warm_prefix_target", "0", _int_at_least(0),
+             "Free /28 prefixes to keep warm with prefix delegation; 0 = unset."),
+    Variable("ENABLE_PREFIX_DELEGATION", "enable_prefix_delegation", "false", _bool,
+             "Hold /28 prefixes instead of single secondary IPs (AWS Nitro)."),
+    Variable("MAX_ENI", "max_eni", None, _int_at_least(1),
+             "Cap on interfaces, at most the instance limit. Unset: the instance limit."),
+    Variable("IP_COOLDOWN_PERIOD", "ip_cooldown_period", "30", _seconds,
+             "Seconds a released IP rests before reuse (kept across restarts)."),
+    Variable("MAX_PODS", "max_pods", None, _int_at_least(1),
+             "Cap on pod IPs held. Unset: interfaces x (IPs per interface - 1) + 2."),
+    Variable("CLUSTER_NAME", "cluster_name", "", _cluster_name,
+             "Tagged on every cloud resource the daemon creates."),
+    Variable("POOL_RELEASE_DELAY", "pool_release_delay", "30", _seconds,
+             "Hysteresis: the pool shrinks only after this many seconds without growing or shrinking."),
+    Variable("ADD_WAIT_TIMEOUT", "add_wait_timeout", "5", _seconds,
+             "How long an ADD waits for the pool to grow when it is empty, before CNI error 11."),
+    Variable("CLOUD_API_RATE", "cloud_api_rate", "5", _positive_rate,
+             "Client-side limit on cloud API calls per second (token bucket refill)."),
+    Variable("CLOUD_API_BURST", "cloud_api_burst", "10", _int_at_least(1),
+             "Client-side token bucket size for cloud API calls."),
+    Variable("GROWTH_PAUSE", "growth_pause", "120", _seconds,
+             "Seconds growth pauses after the subnet is full or a limit is hit."),
+    Variable("RECONCILE_INTERVAL", "reconcile_interval", "60", _seconds,
+             "Seconds between reconciles of the pool with what the cloud reports."),
+    Variable("SHUTDOWN_TIMEOUT", "shutdown_timeout", "10", _seconds,
+             "Seconds SIGTERM waits for in-flight calls before the daemon exits."),
+    Variable("LOG_LEVEL", "log_level", "info", _choice(LOG_LEVELS), "debug, info, warning or error."),
+    Variable("SIM_STATE_PATH", "sim_state_path", None, _path,
+             "sim only: the simulated cloud's state file. Unset: next to CHECKPOINT_PATH."),
+    Variable("SIM_INSTANCE_TYPE", "sim_instance_type", "m5.large", _instance_type,
+             "sim only: instance type whose limits the simulated node has."),
+    Variable("SIM_SUBNET_CIDR", "sim_subnet_cidr", "10.0.0.0/22", _cidr, "sim only: the node's subnet."),
+    Variable("SIM_API_LATENCY", "sim_api_latency", "0.05", _seconds,
+             "sim only: seconds a mutating cloud call takes (jittered)."),
+    Variable("SIM_THROTTLE_RATE", "sim_throttle_rate", None, _positive_rate,
+             "sim only: the simulated cloud's own throttling refill rate; unset = no throttling."),
+    Variable("SIM_SEED", "sim_seed", "0", _int_at_least(0), "sim only: seed for ids and latency jitter."),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    cloud_provider: str
+    datapath: str = "none"
+    ipamd_socket: str = "/var/run/cloud-cni/ipamd.sock"
+    checkpoint_path: str = "/var/run/cloud-cni/ipam.json"
+    metrics_bind: str | None = None
+    introspection_bind: str | None = None
+    warm_eni_target: int = 1
+    warm_ip_target: int = 0
+    minimum_ip_target: int = 0
+    warm_prefix_target: int = 0
+    enable_prefix_delegation: bool = False
+    max_eni: int | None = None
+    ip_cooldown_period: float = 30.0
+    max_pods: int | None = None
+    cluster_name: str = ""
+    pool_release_delay: float = 30.0
+    add_wait_timeout: float = 5.0
+    cloud_api_rate: float = 5.0
+    cloud_api_burst: int = 10
+    growth_pause: float = 120.0
+    reconcile_interval: float = 60.0
+    shutdown_timeout: float = 10.0
+    log_level: str = "info"
+    sim_state_path: str | None = None
+    sim_instance_type: str = "m5.large"
+    sim_subnet_cidr: str = "10.0.0.0/22"
+    sim_api_latency: float = 0.05
+    sim_throttle_rate: float | None = None
+    sim_seed: int = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Parse every variable of ``VARIABLES``; the first bad one raises ConfigError."""
+        values: dict[str, Any] = {}
+        for var in VARIABLES:
+            raw = env.get(var.name)
+            if raw is None or raw.strip() == "":
+                if var.required:
+                    raise ConfigError(var.name, raw or "", "required: " + var.doc)
+                values[var.field] = None if var.default is None else var.parse(var.default)
+                continue
+            try:
+                values[var.field] = var.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(var.name, raw, "allowed: " + str(exc)) from None
+        return cls(**values)
+
+    def targets(self) -> WarmPoolTargets:
+        return WarmPoolTargets(
+            warm_eni=self.warm_eni_target,
+            warm_ip=self.warm_ip_target,
+            minimum_ip=self.minimum_ip_target,
+            warm_prefix=self.warm_prefix_target,
+            prefix_delegation=self.enable_prefix_delegation,
+            max_eni=self.max_eni,
+            max_pods=self.max_pods,
+            cooldown=self.ip_cooldown_period,
+            release_delay=self.pool_release_delay,
+        )
+
+    @property
+    def effective_sim_state_path(self) -> str:
+        if self.sim_state_path:
+            return self.sim_state_path
+        return self.checkpoint_path.rsplit("/", 1)[0] + "/sim-cloud.json"
+
+    def public(self) -> dict[str, Any]:
+        """The effective settings by env var name, for GET /v1/config and the start-up log."""
+        by_field = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {var.name: by_field[var.field] for var in VARIABLES}
+
+
+def markdown_table() -> str:
+    """The env var table of docs/configuration.md (a test keeps the doc equal to this)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for var in VARIABLES:
+        if var.required:
+            default = "required"
+        elif var.name == "DATAPATH":
+            default = "`linux` on Linux"
+        elif var.default is None:
+            default = "unset"
+        else:
+            default = f"`{var.default}`" if var.default else "empty"
+        lines.append(f"| `{var.name}` | {default} | {var.doc} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -1,0 +1,274 @@
+"""The daemon: start-up order, supervision, and shutdown.
+
+Start-up (nothing is served before the pool state is known to be safe):
+  1. settings (a bad env var stops here with one line), provider, instance limits;
+  2. checkpoint load (current, else previous generation + quarantine, else quarantine all);
+  3. the cloud's view of the interfaces -> datastore; checkpoint restored on top; the reconciled
+     state is made durable before the first request;
+  4. gRPC socket, metrics, introspection; the pool manager loop under a supervisor.
+SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting and lets in-flight calls
+finish (SHUTDOWN_TIMEOUT), the manager stops, the checkpoint is flushed, the socket removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ipamd import checkpoint
+from ipamd.cloud.base import CloudProvider
+from ipamd.cloud.factory import make_provider
+from ipamd.cloud.limiter import CloudCaller, RetryPolicy, TokenBucket
+from ipamd.config import Settings
+from ipamd.datapath.base import Datapath, NoDatapath
+from ipamd.errors import ConfigError
+from ipamd.manager import PoolManager
+from ipamd.metrics import LoopReader, Metrics
+from ipamd.pool.datastore import Datastore
+from ipamd.rpc.server import RpcServer
+from ipamd.service import IpamService
+
+log = structlog.get_logger("ipamd")
+
+_MANAGER_MAX_RESTARTS = 5
+
+
+def make_datapath(settings: Settings) -> Datapath:
+    if settings.datapath == "none":
+        return NoDatapath()
+    raise ConfigError(
+        "DATAPATH",
+        settings.datapath,
+        "this build wires no pod network yet: use DATAPATH=none (IPAM only); "
+        "the linux and windows datapaths are tracked in their own issues",
+    )
+
+
+async def supervise(name: str, run: Callable[[], Any], stop: asyncio.Event, metrics: Metrics | None) -> None:
+    """Run a loop; log and restart it when it crashes; stop the daemon if it keeps crashing."""
+    restarts = 0
+    while not stop.is_set():
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            restarts += 1
+            log.exception("task_crashed", task=name, restarts=restarts)
+            if metrics:
+                metrics.manager_restarts.inc()
+            if restarts > _MANAGER_MAX_RESTARTS:
+                log.error("task_gave_up_stopping_daemon", task=name)
+                stop.set()
+                return
+            await asyncio.sleep(min(2.0**restarts, 30.0))
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        provider: CloudProvider | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.provider = provider
+        self.metrics = Metrics()
+        self.stop_event = asyncio.Event()
+        self.serving = False
+
+    async def run(self) -> int:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        datapath = make_datapath(s)
+        provider = self.provider or make_provider(s)
+        caller = CloudCaller(
+            TokenBucket(s.cloud_api_rate, s.cloud_api_burst), RetryPolicy(), observer=self.metrics
+        )
+        limits = await asyncio.to_thread(caller.call, "instance_limits", provider.instance_limits)
+        targets = s.targets()
+        if targets.prefix_delegation and not limits.prefix_delegation:
+            log.warning("prefix_delegation_unsupported", instance_type=limits.instance_type)
+        log.info(
+            "daemon_starting",
+            provider=provider.name,
+            datapath=datapath.name,
+            limits=str(limits),
+            settings=s.public(),
+        )
+
+        store = Datastore(cooldown=s.ip_cooldown_period)
+        path = Path(s.checkpoint_path)
+        self._lock = hold_lock(path)
+        rpc = RpcServer(None, s.ipamd_socket, self.metrics)
+        rpc.claim()  # before any state is touched: refuse if another daemon serves this socket
+        loaded = checkpoint.load(path, now=self.clock())
+        for problem in loaded.problems:
+            log.error("checkpoint_problem", path=str(path), problem=problem)
+        views = await asyncio.to_thread(caller.call, "list_interfaces", provider.list_interfaces)
+        sync = store.sync_interfaces(views, now=self.clock())
+        report = store.restore(loaded.snapshot, now=self.clock())
+        quarantined = 0
+        if loaded.needs_quarantine:
+            quarantined = store.quarantine_unassigned(now=self.clock())
+            self.metrics.checkpoint_recoveries.labels(loaded.source).inc()
+            log.error(
+                "checkpoint_recovered_with_quarantine",
+                source=loaded.source,
+                quarantined=quarantined,
+                hint="quarantined addresses return to the pool when CNI GC or DEL accounts for their pods",
+            )
+        for orphan in report.orphaned:
+            log.error("assignment_without_address", ip=orphan.ip, container_id=orphan.key.container_id)
+        log.info(
+            "pool_restored",
+            source=loaded.source,
+            generation=loaded.generation,
+            interfaces=len(views),
+            addresses=len(sync.added_ips),
+            assignments=report.restored,
+            cooling=report.cooling,
+            quarantined=quarantined,
+        )
+        committer = checkpoint.GroupCommitter(
+            path, store.snapshot, clock=self.clock, initial_generation=loaded.generation
+        )
+        await committer.commit()
+
+        manager = PoolManager(
+            store=store,
+            provider=provider,
+            caller=caller,
+            targets=targets,
+            limits=limits,
+            clock=self.clock,
+            growth_pause=s.growth_pause,
+            reconcile_interval=s.reconcile_interval,
+            metrics=self.metrics,
+        )
+        service = IpamService(
+            store=store,
+            committer=committer,
+            manager=manager,
+            datapath=datapath,
+            metrics=self.metrics,
+            clock=self.clock,
+            add_wait_timeout=s.add_wait_timeout,
+        )
+        self.service = service
+        reader = LoopReader(loop)
+        self.metrics.watch_pool(
+            lambda: reader.read(lambda: store.stats(now=self.clock())), lambda: manager.max_ips
+        )
+        stops: list[Callable[[], None]] = []
+        rpc.serve(service)
+        try:
+            await rpc.start()
+            if s.metrics_bind:
+                stops.append(self.metrics.serve(s.metrics_bind))
+            if s.introspection_bind:
+                from ipamd import introspection
+
+                routes = introspection_routes(service, manager, s, reader)
+                stops.append(introspection.serve(s.introspection_bind, routes, lambda: self.serving))
+            self.serving = True
+            log.info("daemon_ready", socket=s.ipamd_socket)
+            manager_task = asyncio.create_task(
+                supervise("pool_manager", lambda: manager.run(self.stop_event), self.stop_event, self.metrics)
+            )
+            await self.stop_event.wait()
+            log.info("daemon_stopping", grace_seconds=s.shutdown_timeout)
+            self.serving = False
+            await rpc.stop(s.shutdown_timeout)
+            manager_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await manager_task
+        finally:
+            self.serving = False
+            for stop in stops:
+                with contextlib.suppress(Exception):
+                    stop()
+            await committer.close()
+            rpc.remove_socket()
+        log.info("daemon_stopped")
+        return 0
+
+
+def hold_lock(checkpoint_path: Path) -> int:
+    """Hold an exclusive lock next to the checkpoint for the daemon's life: one writer only."""
+    import fcntl
+    import os
+
+    checkpoint_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(f"{checkpoint_path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        allowed = "a checkpoint no other running daemon holds (it is locked)"
+        raise ConfigError("CHECKPOINT_PATH", str(checkpoint_path), allowed) from None
+    return fd
+
+
+def introspection_routes(
+    service: IpamService, manager: PoolManager, settings: Settings, reader: LoopReader
+) -> dict[str, Callable[[], Any]]:
+    store = service.store
+
+    def pool() -> dict[str, Any]:
+        now = service.clock()
+        s = store.stats(now=now)
+        return {
+            "total": s.total,
+            "assigned": s.assigned,
+            "available": s.available,
+            "cooling": s.cooling,
+            "quarantined": s.quarantined,
+            "max": manager.max_ips,
+            "growth_paused_until": manager.growth_paused_until,
+            "interfaces": [
+                {
+                    "id": v.id,
+                    "device_index": v.device_index,
+                    "primary": v.primary,
+                    "subnet_id": v.subnet_id,
+                    "subnet_cidr": v.subnet_cidr,
+                    "ips": list(v.ips),
+                    "prefixes": list(v.prefixes),
+                }
+                for v in store.interfaces()
+            ],
+        }
+
+    def assignments() -> list[dict[str, Any]]:
+        return [
+            {
+                "network": a.key.network,
+                "container_id": a.key.container_id,
+                "ifname": a.key.ifname,
+                "ip": a.ip,
+                "interface_id": a.interface_id,
+                "pod": {"namespace": a.pod.namespace, "name": a.pod.name, "uid": a.pod.uid},
+                "netns": a.netns,
+                "assigned_at": a.assigned_at,
+            }
+            for a in store.assignments()
+        ]
+
+    return {
+        "/v1/pool": lambda: reader.read(pool),
+        "/v1/assignments": lambda: reader.read(assignments),
+        "/v1/config": settings.public,
+    }

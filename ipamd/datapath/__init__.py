@@ -1,0 +1,1 @@
+"""Pod network wiring. The only package that touches netlink or HNS (DATAPATH=linux|windows)."""

@@ -1,0 +1,51 @@
+"""The datapath protocol the daemon calls around an assignment, and the IPAM-only datapath.
+
+ADD: the address is assigned and durable first, then ``add_pod`` wires it; a failure there undoes the
+wiring it started and the assignment is released. DEL: ``del_pod`` tears down from the allocation
+record (not from what is left in the kernel) before the address is released; "already gone" is not
+an error there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ipamd.pool.model import Assignment
+
+
+@dataclass(frozen=True, slots=True)
+class PodWiring:
+    """What the datapath built, reported back in the CNI result (empty for DATAPATH=none)."""
+
+    gateway: str = ""
+    host_ifname: str = ""
+    host_mac: str = ""
+    sandbox_mac: str = ""
+    mtu: int = 0
+    routes: tuple[tuple[str, str], ...] = field(default=())  # (dst CIDR, gateway or "")
+
+
+class Datapath(Protocol):
+    name: str
+
+    async def add_pod(self, assignment: Assignment) -> PodWiring: ...
+
+    async def del_pod(self, assignment: Assignment) -> None: ...
+
+    async def check_pod(self, assignment: Assignment) -> None: ...
+
+
+class NoDatapath:
+    """DATAPATH=none: IPAM only; the runtime or a chained plugin wires the pod."""
+
+    name = "none"
+
+    async def add_pod(self, assignment: Assignment) -> PodWiring:
+        return PodWiring()
+
+    async def del_pod(self, assignment: Assignment) -> None:
+        return None
+
+    async def check_pod(self, assignment: Assignment) -> None:
+        return None

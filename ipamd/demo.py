@@ -1,0 +1,254 @@
+"""``cloud-cni demo``: the real daemon on the simulated cloud, driven through a node's day.
+
+The daemon runs as its own process (``python -m ipamd``) on a temporary socket with DATAPATH=none and
+the embedded ``sim`` cloud (m5.large limits, prefix delegation, 0.3 s per cloud call). The story: a
+burst scale-up of pods, churn, then scale-down to idle. Pool size and demand are sampled from the
+introspection endpoint; the table at the end is read from the daemon's own metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ipamd.rpc.client import CniFailure, IpamClient, attachment
+
+DEMO_ENV = {
+    "CLOUD_PROVIDER": "sim",
+    "DATAPATH": "none",
+    "SIM_INSTANCE_TYPE": "m5.large",
+    "SIM_API_LATENCY": "0.3",
+    "ENABLE_PREFIX_DELEGATION": "true",
+    "WARM_PREFIX_TARGET": "1",
+    "MAX_PODS": "110",
+    "IP_COOLDOWN_PERIOD": "4",
+    "POOL_RELEASE_DELAY": "4",
+    "LOG_LEVEL": "warning",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Sample:
+    t: float
+    total: int
+    assigned: int
+
+
+@dataclass
+class Story:
+    url: str
+    client: IpamClient
+    start: float = field(default_factory=time.monotonic)
+    samples: list[Sample] = field(default_factory=list)
+    add_ms: list[float] = field(default_factory=list)
+    failures: int = 0
+    running: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counter: int = 0
+    idle: int = 0
+
+    def say(self, msg: str) -> None:
+        print(f"  [{time.monotonic() - self.start:5.1f}s] {msg}", flush=True)
+
+    def pool(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + "/v1/pool", timeout=5) as r:
+            data: dict[str, Any] = json.loads(r.read())
+            return data
+
+    def sample_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                p = self.pool()
+                self.samples.append(Sample(time.monotonic() - self.start, p["total"], p["assigned"]))
+            except OSError:
+                pass
+            stop.wait(0.1)
+
+    def add_pod(self) -> None:
+        with self.lock:
+            self.counter += 1
+            cid = f"demo{self.counter:05d}"
+        t0 = time.perf_counter()
+        try:
+            self.client.add(attachment(cid, pod=f"web-{self.counter}", namespace="demo"))
+        except CniFailure:
+            self.failures += 1
+            return
+        self.add_ms.append((time.perf_counter() - t0) * 1000)
+        with self.lock:
+            self.running.add(cid)
+
+    def del_pod(self) -> None:
+        with self.lock:
+            if not self.running:
+                return
+            cid = sorted(self.running)[0]
+            self.running.discard(cid)
+        self.client.delete(attachment(cid))
+
+    def wait_pool(self, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        p = self.pool()
+        while not predicate(p) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            p = self.pool()
+        return p
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _cloud_calls(metrics_url: str) -> int:
+    """Cloud API calls the daemon made, from its own Prometheus counter."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, timeout=5) as r:
+        text = r.read().decode()
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "cloudcni_cloud_calls"
+            for sample in family.samples
+            if sample.name == "cloudcni_cloud_calls_total"
+        )
+    )
+
+
+def main(pods: int = 30, plot: str | None = None) -> int:
+    with tempfile.TemporaryDirectory(prefix="cloud-cni-demo-") as tmp:
+        port, metrics_port = _free_port(), _free_port()
+        env = dict(os.environ)
+        env.update(DEMO_ENV)
+        env.update(
+            IPAMD_SOCKET=f"{tmp}/run/ipamd.sock",
+            CHECKPOINT_PATH=f"{tmp}/run/ipam.json",
+            INTROSPECTION_BIND=f"127.0.0.1:{port}",
+            METRICS_BIND=f"127.0.0.1:{metrics_port}",
+            LOG_LEVEL="info",
+        )
+        log_path = Path(tmp) / "ipamd.log"
+        kind = DEMO_ENV["SIM_INSTANCE_TYPE"]
+        print(f"cloud-cni demo: the daemon on the simulated cloud ({kind} limits, prefix delegation)")
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen([sys.executable, "-m", "ipamd"], env=env, stderr=log_file)
+        try:
+            story = _run_story(proc, f"http://127.0.0.1:{port}", env["IPAMD_SOCKET"], pods, log_path)
+            if story is None:
+                return 1
+            return _report(story, f"http://127.0.0.1:{metrics_port}/metrics", plot)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(20)
+
+
+def _run_story(
+    proc: subprocess.Popen[bytes], url: str, socket_path: str, pods: int, log_path: Path
+) -> Story | None:
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            print(log_path.read_text(), file=sys.stderr)
+            return None
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                print("daemon did not become ready", file=sys.stderr)
+                return None
+            time.sleep(0.05)
+    client = IpamClient(socket_path)
+    story = Story(url=url, client=client)
+    stop = threading.Event()
+    sampler = threading.Thread(target=story.sample_forever, args=(stop,), daemon=True)
+    sampler.start()
+    try:
+        p = story.wait_pool(lambda p: p["available"] > 0, 15)
+        story.say(f"pool warm: {p['total']} addresses on {len(p['interfaces'])} interfaces")
+        with ThreadPoolExecutor(8) as workers:
+            list(workers.map(lambda _: story.add_pod(), range(pods)))
+        p = story.pool()
+        story.say(f"burst: {len(story.running)}/{pods} pods running, pool {p['total']}")
+        for _ in range(3):
+            with ThreadPoolExecutor(4) as workers:
+                list(workers.map(lambda _: story.del_pod(), range(pods // 3)))
+                list(workers.map(lambda _: story.add_pod(), range(pods // 3)))
+            time.sleep(0.5)
+        p = story.pool()
+        story.say(f"churn: {len(story.running)} pods running, pool {p['total']}")
+        while story.running:
+            story.del_pod()
+        p = story.wait_pool(lambda p: p["assigned"] == 0 and p["cooling"] == 0 and p["total"] <= 16, 30)
+        time.sleep(0.5)
+        p = story.pool()
+        story.idle = p["total"]
+        story.say(f"scale-down: pool idle at {p['total']} addresses")
+    finally:
+        stop.set()
+        sampler.join(2)
+        client.close()
+    return story
+
+
+def _report(story: Story, metrics_url: str, plot: str | None) -> int:
+    peak = max((s.total for s in story.samples), default=0)
+    rows = [
+        ("pods started", f"{len(story.add_ms)} ({story.failures} failed)"),
+        ("ADD latency p50", f"{statistics.median(story.add_ms):.1f} ms" if story.add_ms else "-"),
+        ("ADD latency p99", f"{_percentile(story.add_ms, 0.99):.1f} ms"),
+        ("cloud API calls", str(_cloud_calls(metrics_url))),
+        ("peak addresses held", str(peak)),
+        ("idle addresses held", str(story.idle)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print()
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    if plot:
+        _plot(story.samples, plot)
+        print(f"\n  plot written to {plot}")
+    return 0 if story.failures == 0 else 1
+
+
+def _plot(samples: list[Sample], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.step([s.t for s in samples], [s.total for s in samples], where="post", label="addresses held")
+    ax.step([s.t for s in samples], [s.assigned for s in samples], where="post", label="pods (demand)")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("addresses")
+    ax.set_title("cloud-cni warm pool on the simulated cloud")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,327 @@
+"""The pool manager loop: plans with ``ipamd.pool.policy.plan`` and carries the actions out.
+
+- Event driven: an ADD or DEL wakes the loop at once (no polling delay); when idle it sleeps until
+  the next moment the plan can change (a cool-down ends, the release delay passes, a growth pause
+  ends, the next reconcile), at most ``_MAX_IDLE`` seconds.
+- One batch at a time: the actions of one plan run concurrently, at most one per interface (the
+  policy never returns two for one interface), and the next plan is made only when the batch is
+  done, so two operations on one interface never overlap and a plan never double-counts growth
+  that is still in flight. Reconcile runs between batches, never during one.
+- Every cloud call runs in a worker thread through the one ``CloudCaller`` (rate limiter, backoff).
+- Releases are two-phase in the datastore (begin/finish/abort), so an address being released is
+  never handed to a pod, and a failed release puts it back.
+- Growth pauses for GROWTH_PAUSE after the subnet is full or a limit is hit, so a full subnet is not
+  hammered (the reference's insufficient-CIDR cool-off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import structlog
+
+from ipamd import errors
+from ipamd.cloud.base import CloudProvider
+from ipamd.cloud.limiter import CloudCaller
+from ipamd.metrics import Metrics
+from ipamd.pool import policy
+from ipamd.pool.datastore import Datastore
+from ipamd.pool.model import (
+    Action,
+    AssignIps,
+    AssignPrefixes,
+    AttachInterface,
+    DetachInterface,
+    InstanceLimits,
+    InterfaceId,
+    ReleaseIps,
+    ReleasePrefixes,
+    WarmPoolTargets,
+)
+
+T = TypeVar("T")
+log = structlog.get_logger("ipamd.manager")
+
+_MAX_IDLE = 5.0
+_FAILURE_BACKOFF_MAX = 30.0
+
+
+class PoolManager:
+    def __init__(
+        self,
+        *,
+        store: Datastore,
+        provider: CloudProvider,
+        caller: CloudCaller,
+        targets: WarmPoolTargets,
+        limits: InstanceLimits,
+        clock: Callable[[], float] = time.time,
+        growth_pause: float = 120.0,
+        reconcile_interval: float = 60.0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.caller = caller
+        self.targets = targets
+        self.limits = limits
+        self.clock = clock
+        self.growth_pause = growth_pause
+        self.reconcile_interval = reconcile_interval
+        self.metrics = metrics
+        self.busy: set[InterfaceId] = set()
+        self.last_increase_at: float | None = None
+        self.last_decrease_at: float | None = None
+        self.growth_paused_until: float | None = None
+        self.next_reconcile_at = clock() + reconcile_interval
+        self._wake = asyncio.Event()
+        self._grew = asyncio.Condition()
+        self._failures = 0
+        self.batches = 0
+
+    # --- called by the rpc layer ---------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Re-plan now (an ADD or DEL changed demand)."""
+        self._wake.set()
+
+    async def wait_for_growth(self, timeout: float) -> bool:
+        """Wait until the pool gains addresses (or ``timeout``); True if it grew."""
+        self.wake()
+        async with self._grew:
+            try:
+                await asyncio.wait_for(self._grew.wait(), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    @property
+    def max_ips(self) -> int:
+        return self.targets.max_pods or self.limits.default_max_pods
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            now = self.clock()
+            if now >= self.next_reconcile_at:
+                await self.reconcile()
+            acted = await self.step()
+            if acted:
+                delay = self._failure_delay()
+                if delay:
+                    await self._sleep(delay, stop)
+                continue
+            await self._sleep(self._idle_timeout(self.clock()), stop)
+
+    async def _sleep(self, timeout: float, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    def _failure_delay(self) -> float:
+        if not self._failures:
+            return 0.0
+        return float(min(_FAILURE_BACKOFF_MAX, 0.5 * 2 ** min(self._failures - 1, 10)))
+
+    def _idle_timeout(self, now: float) -> float:
+        moments = [self.next_reconcile_at, now + _MAX_IDLE]
+        if self.growth_paused_until is not None and self.growth_paused_until > now:
+            moments.append(self.growth_paused_until)
+        for last in (self.last_increase_at, self.last_decrease_at):
+            if last is not None and last + self.targets.release_delay > now:
+                moments.append(last + self.targets.release_delay)
+        deadline = self.store.next_cooldown_deadline(now=now)
+        if deadline is not None:
+            moments.append(deadline)
+        return max(0.0, min(moments) - now)
+
+    def plan(self) -> list[Action]:
+        now = self.clock()
+        paused = (
+            self.growth_paused_until if self.growth_paused_until and self.growth_paused_until > now else None
+        )
+        if self.metrics:
+            self.metrics.growth_paused.set(1 if paused else 0)
+        view = self.store.view(
+            now=now,
+            busy=frozenset(self.busy),
+            last_increase_at=self.last_increase_at,
+            last_decrease_at=self.last_decrease_at,
+            growth_paused_until=paused,
+        )
+        return policy.plan(view, self.targets, self.limits, now=now)
+
+    async def step(self) -> bool:
+        """Plan once and carry the plan out; False when there was nothing to do."""
+        actions = self.plan()
+        if not actions:
+            return False
+        self.batches += 1
+        results = await asyncio.gather(*(self._execute(a) for a in actions), return_exceptions=True)
+        failed = False
+        for action, result in zip(actions, results, strict=True):
+            if isinstance(result, BaseException):
+                failed = True
+                self._on_failure(action, result)
+        self._failures = self._failures + 1 if failed else 0
+        return True
+
+    # --- actions -------------------------------------------------------------------------------
+
+    async def _cloud(self, operation: str, fn: Callable[[], T]) -> T:
+        return await asyncio.to_thread(self.caller.call, operation, fn)
+
+    async def _execute(self, action: Action) -> None:
+        kind = type(action).__name__
+        try:
+            await self._dispatch(action)
+        except BaseException:
+            if self.metrics:
+                self.metrics.pool_actions.labels(kind, "error").inc()
+            raise
+        if self.metrics:
+            self.metrics.pool_actions.labels(kind, "ok").inc()
+
+    async def _dispatch(self, action: Action) -> None:
+        p = self.provider
+        match action:
+            case AttachInterface(ip_count=ip_count, prefix_count=prefix_count):
+                view = await self._cloud(
+                    "attach_interface", lambda: p.attach_interface(ip_count, prefix_count)
+                )
+                self.store.add_interface(view, now=self.clock())
+                log.info(
+                    "interface_attached", interface=view.id, ips=len(view.ips), prefixes=len(view.prefixes)
+                )
+                await self._grown()
+            case AssignIps(interface_id=iid, count=ip_count):
+                with self._busy(iid):
+                    new = await self._cloud("assign_ips", lambda: p.assign_ips(iid, ip_count))
+                    self.store.add_ips(iid, new)
+                log.info("ips_assigned", interface=iid, count=len(new))
+                await self._grown()
+            case AssignPrefixes(interface_id=iid, count=prefix_count):
+                with self._busy(iid):
+                    new = await self._cloud("assign_prefixes", lambda: p.assign_prefixes(iid, prefix_count))
+                    self.store.add_prefixes(iid, new)
+                log.info("prefixes_assigned", interface=iid, prefixes=new)
+                await self._grown()
+            case ReleaseIps(interface_id=iid, ips=ips):
+                with self._busy(iid):
+                    self.store.begin_release(iid, ips=ips)
+                    try:
+                        await self._cloud("release_ips", lambda: p.release_ips(iid, list(ips)))
+                    except BaseException:
+                        self.store.abort_release(iid, ips=ips)
+                        raise
+                    self.store.finish_release(iid, ips=ips)
+                self.last_decrease_at = self.clock()
+                log.info("ips_released", interface=iid, count=len(ips))
+            case ReleasePrefixes(interface_id=iid, prefixes=prefixes):
+                with self._busy(iid):
+                    self.store.begin_release(iid, prefixes=prefixes)
+                    try:
+                        await self._cloud("release_prefixes", lambda: p.release_prefixes(iid, list(prefixes)))
+                    except BaseException:
+                        self.store.abort_release(iid, prefixes=prefixes)
+                        raise
+                    self.store.finish_release(iid, prefixes=prefixes)
+                self.last_decrease_at = self.clock()
+                log.info("prefixes_released", interface=iid, prefixes=list(prefixes))
+            case DetachInterface(interface_id=iid):
+                with self._busy(iid):
+                    self.store.begin_detach(iid)
+                    try:
+                        await self._cloud("detach_interface", lambda: p.detach_interface(iid))
+                    except BaseException:
+                        self.store.abort_detach(iid)
+                        raise
+                    self.store.finish_detach(iid)
+                self.last_decrease_at = self.clock()
+                log.info("interface_detached", interface=iid)
+
+    async def _grown(self) -> None:
+        self.last_increase_at = self.clock()
+        async with self._grew:
+            self._grew.notify_all()
+
+    def _busy(self, iid: InterfaceId) -> _BusyMark:
+        return _BusyMark(self.busy, iid)
+
+    def _on_failure(self, action: Action, exc: BaseException) -> None:
+        name = type(action).__name__
+        now = self.clock()
+        if isinstance(exc, errors.SubnetFull | errors.LimitExceeded | errors.CloudPermissionError):
+            self.growth_paused_until = now + self.growth_pause
+            fields: dict[str, Any] = {"action": name, "error": str(exc), "pause_seconds": self.growth_pause}
+            if isinstance(exc, errors.CloudPermissionError):
+                fields["missing_permission"] = exc.action
+            log.warning("pool_growth_paused", **fields)
+            if isinstance(exc, errors.LimitExceeded):
+                self.next_reconcile_at = now  # our view of the interface may be stale
+        elif isinstance(exc, errors.InterfaceNotFound):
+            log.warning("pool_action_interface_gone", action=name, error=str(exc))
+            self.next_reconcile_at = now
+        elif isinstance(exc, errors.CloudError):
+            log.warning("pool_action_failed", action=name, error=str(exc), failures=self._failures + 1)
+        elif isinstance(exc, errors.PoolError):
+            # The datastore refused (e.g. an address was taken between plan and release): re-plan.
+            log.info("pool_action_skipped", action=name, reason=str(exc))
+        else:
+            raise exc
+
+    # --- reconcile -----------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Make the datastore's holdings equal what the cloud reports."""
+        self.next_reconcile_at = self.clock() + self.reconcile_interval
+        try:
+            views = await self._cloud("list_interfaces", self.provider.list_interfaces)
+        except errors.CloudError as exc:
+            log.warning("reconcile_failed", error=str(exc))
+            return
+        try:
+            report = self.store.sync_interfaces(views, now=self.clock())
+        except errors.PoolError as exc:
+            log.error("reconcile_refused_inconsistent_cloud_report", error=str(exc))
+            return
+        for lost in report.lost_assigned:
+            log.error(
+                "assigned_ip_vanished",
+                ip=lost.ip,
+                interface=lost.interface_id,
+                container_id=lost.key.container_id,
+                pod=f"{lost.pod.namespace}/{lost.pod.name}",
+            )
+            if self.metrics:
+                self.metrics.lost_assignments.inc()
+        if report.added_ips or report.removed_ips or report.added_interfaces or report.removed_interfaces:
+            log.info(
+                "reconciled",
+                added_interfaces=list(report.added_interfaces),
+                removed_interfaces=list(report.removed_interfaces),
+                added_ips=len(report.added_ips),
+                removed_ips=len(report.removed_ips),
+            )
+            if report.added_ips:
+                await self._grown()
+
+
+class _BusyMark:
+    def __init__(self, busy: set[InterfaceId], iid: InterfaceId) -> None:
+        self._busy = busy
+        self._iid = iid
+
+    def __enter__(self) -> None:
+        self._busy.add(self._iid)
+
+    def __exit__(self, *exc: object) -> None:
+        self._busy.discard(self._iid)

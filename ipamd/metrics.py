@@ -1,0 +1,168 @@
+"""Prometheus metrics (prometheus-client) on METRICS_BIND.
+
+Pool gauges are read at scrape time from the datastore, on the event loop thread that owns it
+(``LoopReader``), so a scrape always sees one consistent state and the hot path pays nothing for
+them. Counters and histograms are updated where things happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ipamd.pool.model import PoolStats
+
+T = TypeVar("T")
+
+_RPC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_CLOUD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class LoopReader:
+    """Run a function on the event loop's thread from another thread (an HTTP handler)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float = 5.0) -> None:
+        self._loop = loop
+        self._timeout = timeout
+
+    def read(self, fn: Callable[[], T]) -> T:
+        async def call() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(self._timeout)
+
+
+class _PoolCollector(Collector):
+    def __init__(self, stats: Callable[[], PoolStats], max_ips: Callable[[], int]) -> None:
+        self._stats = stats
+        self._max_ips = max_ips
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        for name, doc, value in (
+            ("cloudcni_pool_interfaces", "Interfaces (ENIs/NICs) the pool holds", stats.interfaces),
+            ("cloudcni_pool_ips_total", "Pod-assignable addresses held", stats.total),
+            ("cloudcni_pool_ips_assigned", "Addresses assigned to pods", stats.assigned),
+            ("cloudcni_pool_ips_available", "Addresses free now (not cooling)", stats.available),
+            ("cloudcni_pool_ips_cooling", "Released addresses in their cool-down", stats.cooling),
+            (
+                "cloudcni_pool_ips_quarantined",
+                "Addresses held back after a lost checkpoint",
+                stats.quarantined,
+            ),
+            ("cloudcni_pool_ips_max", "Most addresses the pool may hold (max pods cap)", self._max_ips()),
+        ):
+            family = GaugeMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class Metrics:
+    """Every metric the daemon exports, on its own registry (tests make as many as they like)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.rpc_requests = Counter(
+            "cloudcni_rpc_requests",
+            "CNI calls served, by method and result",
+            ["method", "result"],
+            registry=r,
+        )
+        self.rpc_duration = Histogram(
+            "cloudcni_rpc_duration_seconds",
+            "Time to serve a CNI call",
+            ["method"],
+            buckets=_RPC_BUCKETS,
+            registry=r,
+        )
+        self.no_ip_available = Counter(
+            "cloudcni_no_ip_available",
+            "ADDs answered 'try again later' because no address was free",
+            registry=r,
+        )
+        self.cooldown_overrides = Counter(
+            "cloudcni_cooldown_overrides",
+            "ADDs served from a cooling address because nothing else was free",
+            registry=r,
+        )
+        self.cloud_calls = Counter(
+            "cloudcni_cloud_calls",
+            "Cloud API calls by operation and outcome",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.cloud_duration = Histogram(
+            "cloudcni_cloud_call_duration_seconds",
+            "Cloud API call latency by operation",
+            ["operation"],
+            buckets=_CLOUD_BUCKETS,
+            registry=r,
+        )
+        self.cloud_backoff = Counter(
+            "cloudcni_cloud_backoff_seconds",
+            "Seconds spent backing off, by operation",
+            ["operation"],
+            registry=r,
+        )
+        self.pool_actions = Counter(
+            "cloudcni_pool_actions",
+            "Pool actions carried out, by kind and result",
+            ["action", "result"],
+            registry=r,
+        )
+        self.growth_paused = Gauge(
+            "cloudcni_pool_growth_paused", "1 while growth is paused (subnet full, limit hit)", registry=r
+        )
+        self.lost_assignments = Counter(
+            "cloudcni_lost_assignments", "Assigned addresses that vanished from the cloud", registry=r
+        )
+        self.checkpoint_writes = Counter(
+            "cloudcni_checkpoint_writes", "Checkpoint writes by result", ["result"], registry=r
+        )
+        self.checkpoint_duration = Histogram(
+            "cloudcni_checkpoint_write_seconds",
+            "Durable checkpoint write time",
+            buckets=_RPC_BUCKETS,
+            registry=r,
+        )
+        self.checkpoint_recoveries = Counter(
+            "cloudcni_checkpoint_recoveries",
+            "Starts that found the checkpoint unusable, by source used",
+            ["source"],
+            registry=r,
+        )
+        self.manager_restarts = Counter(
+            "cloudcni_manager_restarts", "Pool manager loop crashes that were restarted", registry=r
+        )
+
+    def watch_pool(self, stats: Callable[[], PoolStats], max_ips: Callable[[], int]) -> None:
+        self.registry.register(_PoolCollector(stats, max_ips))
+
+    # CallObserver (ipamd.cloud.limiter): one sample per attempt.
+    def on_call(self, operation: str, outcome: str, seconds: float) -> None:
+        self.cloud_calls.labels(operation, outcome).inc()
+        self.cloud_duration.labels(operation).observe(seconds)
+
+    def on_backoff(self, operation: str, delay: float) -> None:
+        self.cloud_backoff.labels(operation).inc(delay)
+
+    def serve(self, bind: str) -> Callable[[], None]:
+        """Serve /metrics on ``host:port``; returns a function that stops the server."""
+        host, _, port = bind.rpartition(":")
+        server, thread = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+        return stop

@@ -1,0 +1,1 @@
+"""Generated from proto/ipamd.proto by proto/generate.py: do not edit."""

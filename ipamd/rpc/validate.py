@@ -1,0 +1,118 @@
+"""Validation of requests from the shim: every field checked, errors name the field.
+
+Fields that come from CNI environment variables are named by the variable (CNI_CONTAINERID,
+CNI_IFNAME, CNI_NETNS) so that the CNI error the shim prints (code 4) names what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ipamd.errors import RequestError
+from ipamd.pool.model import AttachmentKey, ContainerID, IfName, PodRef
+from ipamd.rpc.pb import ipamd_pb2 as pb
+
+_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+_MAX_ID = 1024
+_MAX_POD_FIELD = 253
+_MAX_PREV_RESULT = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A validated CNI call: the attachment key, the pod, the netns path."""
+
+    key: AttachmentKey
+    pod: PodRef
+    netns: str
+
+
+def container_id(value: str) -> ContainerID:
+    if not value:
+        raise RequestError("CNI_CONTAINERID", "required, must not be empty")
+    if len(value) > _MAX_ID or not _ID.match(value):
+        raise RequestError("CNI_CONTAINERID", f"{value[:80]!r} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+    return ContainerID(value)
+
+
+def ifname(value: str) -> IfName:
+    if not value:
+        raise RequestError("CNI_IFNAME", "required, must not be empty")
+    if len(value) > 15:
+        raise RequestError("CNI_IFNAME", f"{value!r} is longer than 15 characters")
+    if value in (".", ".."):
+        raise RequestError("CNI_IFNAME", f"{value!r} is not allowed")
+    if any(c in value for c in "/:") or any(c.isspace() for c in value) or "\0" in value:
+        raise RequestError("CNI_IFNAME", f"{value!r} must not contain '/', ':' or whitespace")
+    return IfName(value)
+
+
+def network_name(value: str) -> str:
+    if not value:
+        raise RequestError("name", "the network name (conflist 'name') is required")
+    if len(value) > _MAX_ID or not _ID.match(value):
+        raise RequestError("name", f"network name {value[:80]!r} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+    return value
+
+
+def netns(value: str, *, required: bool) -> str:
+    if not value:
+        if required:
+            raise RequestError("CNI_NETNS", "required, must not be empty")
+        return ""
+    if not value.startswith("/") or "\0" in value or len(value) > 4096:
+        raise RequestError("CNI_NETNS", f"{value[:80]!r} must be an absolute path")
+    return value
+
+
+def pod(info: pb.PodInfo) -> PodRef:
+    for field in ("namespace", "name", "uid"):
+        value = getattr(info, field)
+        if len(value) > _MAX_POD_FIELD or any(c.isspace() or c in ";=" for c in value):
+            raise RequestError(
+                f"K8S_POD_{field.upper()}", f"{value[:80]!r} is not a valid Kubernetes {field}"
+            )
+    return PodRef(namespace=info.namespace, name=info.name, uid=info.uid)
+
+
+def attachment(msg: pb.Attachment, *, netns_required: bool) -> Call:
+    key = AttachmentKey(
+        network=network_name(msg.network_name),
+        container_id=container_id(msg.container_id),
+        ifname=ifname(msg.ifname),
+    )
+    return Call(key=key, pod=pod(msg.pod), netns=netns(msg.netns, required=netns_required))
+
+
+def prev_result(text: str, *, required: bool) -> dict[str, Any] | None:
+    """Parse the CNI prevResult JSON text carried by DEL and CHECK."""
+    if not text:
+        if required:
+            raise RequestError("prevResult", "required for CHECK")
+        return None
+    if len(text) > _MAX_PREV_RESULT:
+        raise RequestError("prevResult", "larger than 1 MiB")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise RequestError("prevResult", f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise RequestError("prevResult", "must be a JSON object")
+    return value
+
+
+def prev_result_ips(result: dict[str, Any] | None) -> list[str]:
+    """The addresses (without prefix length) listed in a prevResult's ``ips``."""
+    if not result:
+        return []
+    ips = result.get("ips")
+    if not isinstance(ips, list):
+        return []
+    found = []
+    for entry in ips:
+        if isinstance(entry, dict) and isinstance(entry.get("address"), str):
+            found.append(entry["address"].split("/", 1)[0])
+    return found

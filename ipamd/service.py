@@ -1,0 +1,182 @@
+"""The CNI verbs as the daemon serves them, behind the gRPC layer.
+
+Every answer that changes an assignment is given only after that change is durable in the
+checkpoint (group commit). An ADD never waits for the cloud when the pool has a free address; when
+it has none it wakes the manager and waits up to ADD_WAIT_TIMEOUT for growth, then answers
+"try again later".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from ipamd import errors
+from ipamd.checkpoint import GroupCommitter
+from ipamd.datapath.base import Datapath, PodWiring
+from ipamd.manager import PoolManager
+from ipamd.metrics import Metrics
+from ipamd.pool.datastore import Datastore
+from ipamd.pool.model import Assignment, AttachmentKey
+from ipamd.rpc.validate import Call, prev_result_ips
+
+log = structlog.get_logger("ipamd.service")
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    assignment: Assignment
+    wiring: PodWiring
+    device_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusResult:
+    ready: bool
+    available: int
+    assigned: int
+    total: int
+    message: str
+
+
+class IpamService:
+    def __init__(
+        self,
+        *,
+        store: Datastore,
+        committer: GroupCommitter,
+        manager: PoolManager,
+        datapath: Datapath,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        add_wait_timeout: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.committer = committer
+        self.manager = manager
+        self.datapath = datapath
+        self.metrics = metrics
+        self.clock = clock
+        self.add_wait_timeout = add_wait_timeout
+
+    async def _durable(self) -> None:
+        await self.committer.commit()
+
+    async def add(self, call: Call) -> AddResult:
+        existing = self.store.get(call.key)
+        assignment = existing or await self._assign(call)
+        try:
+            await self._durable()
+        except errors.CheckpointError:
+            if existing is None and self.store.get(call.key) == assignment:
+                self.store.unassign(call.key, now=self.clock())
+            raise
+        if self.store.get(call.key) != assignment:
+            # A concurrent DEL, or a rollback of a concurrent ADD for the same key, won the race.
+            raise errors.TemporaryCloudError("add", "the attachment changed while it was being stored")
+        self.manager.wake()
+        try:
+            wiring = await self.datapath.add_pod(assignment)
+        except BaseException:
+            log.warning("add_wiring_failed_released", container_id=call.key.container_id, ip=assignment.ip)
+            self.store.unassign(call.key, now=self.clock())
+            await self._durable()
+            raise
+        iface = self.store.interface(assignment.interface_id)
+        return AddResult(assignment, wiring, iface.device_index if iface else 0)
+
+    async def _assign(self, call: Call) -> Assignment:
+        deadline = self.clock() + self.add_wait_timeout
+        while True:
+            overrides = self.store.cooldown_overrides
+            try:
+                assignment = self.store.assign(call.key, call.pod, netns=call.netns, now=self.clock())
+            except errors.NoAddressAvailable:
+                remaining = deadline - self.clock()
+                if remaining <= 0 or not await self.manager.wait_for_growth(remaining):
+                    if self.metrics:
+                        self.metrics.no_ip_available.inc()
+                    raise errors.NoAddressAvailable(
+                        "no free address on this node and the pool could not grow in time; try again later"
+                    ) from None
+                continue
+            if self.metrics and self.store.cooldown_overrides != overrides:
+                self.metrics.cooldown_overrides.inc()
+            log.info(
+                "ip_assigned",
+                container_id=call.key.container_id,
+                ifname=call.key.ifname,
+                pod=f"{call.pod.namespace}/{call.pod.name}",
+                ip=assignment.ip,
+                interface=assignment.interface_id,
+            )
+            return assignment
+
+    async def delete(self, call: Call, prev_result: dict[str, Any] | None) -> None:
+        assignment = self.store.get(call.key)
+        if assignment is None:
+            # Unknown attachment: DEL succeeds. If the checkpoint was lost, the prevResult tells us
+            # which quarantined address this pod held, and it can come back to the pool.
+            released = [
+                ip
+                for ip in prev_result_ips(prev_result)
+                if self.store.release_quarantined(ip, now=self.clock())
+            ]
+            if released:
+                log.info("quarantined_ip_released_by_del", container_id=call.key.container_id, ips=released)
+                await self._durable()
+            return
+        await self.datapath.del_pod(assignment)
+        self.store.unassign(call.key, now=self.clock())
+        log.info("ip_released", container_id=call.key.container_id, ifname=call.key.ifname, ip=assignment.ip)
+        await self._durable()
+        self.manager.wake()
+
+    async def check(self, call: Call, prev_result: dict[str, Any] | None) -> None:
+        assignment = self.store.get(call.key)
+        if assignment is None:
+            raise errors.AllocationNotFound(
+                f"no address is assigned to container {call.key.container_id} ifname {call.key.ifname}"
+            )
+        listed = prev_result_ips(prev_result)
+        if listed and assignment.ip not in listed:
+            raise errors.AllocationNotFound(
+                f"prevResult lists {', '.join(listed)} but the daemon assigned {assignment.ip}"
+            )
+        await self.datapath.check_pod(assignment)
+
+    async def gc(self, network: str, valid: Collection[tuple[str, str]]) -> int:
+        now = self.clock()
+        removed = self.store.gc(valid, network=network, started_at=now, now=now)
+        for assignment in removed:
+            try:
+                await self.datapath.del_pod(assignment)
+            except Exception as exc:  # GC goes on past one failure
+                log.warning("gc_teardown_failed", container_id=assignment.key.container_id, error=str(exc))
+        await self._durable()
+        if removed:
+            log.info("gc_released", network=network, count=len(removed))
+            self.manager.wake()
+        return len(removed)
+
+    def status(self) -> StatusResult:
+        now = self.clock()
+        s = self.store.stats(now=now)
+        message = ""
+        ready = True
+        if s.available == 0:
+            paused = self.manager.growth_paused_until
+            if paused is not None and paused > now:
+                ready = False
+                message = "no free address and pool growth is paused (subnet full or limit reached)"
+            elif s.total - s.cooling - s.quarantined >= self.manager.max_ips:
+                ready = False
+                message = f"no free address and the pool holds its maximum of {self.manager.max_ips}"
+        return StatusResult(ready, s.available, s.assigned, s.total, message)
+
+    def get(self, key: AttachmentKey) -> Assignment | None:
+        return self.store.get(key)

@@ -73,7 +73,7 @@ def pod(info: pb.PodInfo) -> PodRef:
         value = getattr(info, field)
         if len(value) > _MAX_POD_FIELD or any(c.isspace() or c in ";=" for c in value):
             raise RequestError(
-                f"K8S_POD_{field.upper()}", f"{value[:80]!r} is not a valid Kubernetes {field}"
+                f"CNI_ARGS K8S_POD_{field.upper()}", f"{value[:80]!r} is not a valid Kubernetes {field}"
             )
     return PodRef(namespace=info.namespace, name=info.name, uid=info.uid)
 

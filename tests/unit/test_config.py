@@ -1,0 +1,117 @@
+"""Settings: every variable parsed in one table; bad values name the variable, value and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ipamd.config import VARIABLES, Settings, markdown_table
+from ipamd.errors import ConfigError
+from ipamd.pool.model import WarmPoolTargets
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = {"CLOUD_PROVIDER": "sim"}
+
+
+def test_defaults_match_the_design_table() -> None:
+    s = Settings.from_env(BASE)
+    assert s.cloud_provider == "sim"
+    assert s.ipamd_socket == "/var/run/cloud-cni/ipamd.sock"
+    assert s.checkpoint_path == "/var/run/cloud-cni/ipam.json"
+    assert s.metrics_bind == "0.0.0.0:61678"
+    assert s.introspection_bind == "127.0.0.1:61679"
+    assert s.targets() == WarmPoolTargets(warm_eni=1, cooldown=30.0, release_delay=30.0)
+    assert s.effective_sim_state_path == "/var/run/cloud-cni/sim-cloud.json"
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "value"),
+    [
+        ({"WARM_IP_TARGET": "5"}, "warm_ip_target", 5),
+        ({"WARM_IP_TARGET": " 7 "}, "warm_ip_target", 7),
+        ({"MINIMUM_IP_TARGET": "0"}, "minimum_ip_target", 0),
+        ({"WARM_ENI_TARGET": "0"}, "warm_eni_target", 0),
+        ({"ENABLE_PREFIX_DELEGATION": "TRUE"}, "enable_prefix_delegation", True),
+        ({"ENABLE_PREFIX_DELEGATION": "0"}, "enable_prefix_delegation", False),
+        ({"MAX_ENI": "2"}, "max_eni", 2),
+        ({"MAX_ENI": ""}, "max_eni", None),
+        ({"IP_COOLDOWN_PERIOD": "0.5"}, "ip_cooldown_period", 0.5),
+        ({"METRICS_BIND": "off"}, "metrics_bind", None),
+        ({"METRICS_BIND": "[::1]:9100"}, "metrics_bind", "[::1]:9100"),
+        ({"INTROSPECTION_BIND": "localhost:1"}, "introspection_bind", "localhost:1"),
+        ({"CLOUD_PROVIDER": "AWS"}, "cloud_provider", "aws"),
+        ({"DATAPATH": "none"}, "datapath", "none"),
+        ({"CLUSTER_NAME": "prod-eu.1"}, "cluster_name", "prod-eu.1"),
+        ({"SIM_SUBNET_CIDR": "10.1.0.0/28"}, "sim_subnet_cidr", "10.1.0.0/28"),
+        ({"SIM_THROTTLE_RATE": "2.5"}, "sim_throttle_rate", 2.5),
+        ({"LOG_LEVEL": "Debug"}, "log_level", "debug"),
+    ],
+    ids=lambda v: str(v)[:40],
+)
+def test_valid_values_parse(env: dict[str, str], field: str, value: object) -> None:
+    assert getattr(Settings.from_env({**BASE, **env}), field) == value
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "allowed"),
+    [
+        ("CLOUD_PROVIDER", "gcp", "one of aws, azure, sim"),
+        ("DATAPATH", "ebpf", "one of linux, windows, none"),
+        ("WARM_ENI_TARGET", "-1", "integer >= 0"),
+        ("WARM_ENI_TARGET", "1.5", "integer >= 0"),
+        ("WARM_IP_TARGET", "ten", "integer >= 0"),
+        ("MINIMUM_IP_TARGET", "-3", "integer >= 0"),
+        ("WARM_PREFIX_TARGET", "x", "integer >= 0"),
+        ("MAX_ENI", "0", "integer >= 1"),
+        ("MAX_PODS", "-1", "integer >= 1"),
+        ("IP_COOLDOWN_PERIOD", "-1", "seconds >= 0"),
+        ("IP_COOLDOWN_PERIOD", "nan", "seconds >= 0"),
+        ("IP_COOLDOWN_PERIOD", "inf", "seconds >= 0"),
+        ("ENABLE_PREFIX_DELEGATION", "maybe", "true or false"),
+        ("IPAMD_SOCKET", "run/ipamd.sock", "absolute path"),
+        ("CHECKPOINT_PATH", "ipam.json", "absolute path"),
+        ("METRICS_BIND", "61678", "host:port"),
+        ("METRICS_BIND", "0.0.0.0:70000", "host:port"),
+        ("INTROSPECTION_BIND", "example.com:80", "IP address or localhost"),
+        ("CLUSTER_NAME", "has space", "letters, digits"),
+        ("CLOUD_API_RATE", "0", "number > 0"),
+        ("CLOUD_API_BURST", "0", "integer >= 1"),
+        ("SIM_SUBNET_CIDR", "10.0.0.1/24", "IPv4 CIDR"),
+        ("SIM_SUBNET_CIDR", "10.0.0.0/30", "/28 or larger"),
+        ("SIM_INSTANCE_TYPE", "m9.huge", "one of"),
+        ("LOG_LEVEL", "trace", "debug, info, warning, error"),
+    ],
+    ids=lambda v: str(v)[:24],
+)
+def test_bad_values_name_variable_value_and_allowed(var: str, value: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({**BASE, var: value})
+    message = str(err.value)
+    assert err.value.variable == var
+    assert var in message and repr(value) in message and allowed in message
+    assert "\n" not in message
+
+
+def test_cloud_provider_is_required_never_guessed() -> None:
+    for env in ({}, {"CLOUD_PROVIDER": ""}, {"CLOUD_PROVIDER": "  "}):
+        with pytest.raises(ConfigError) as err:
+            Settings.from_env(env)
+        assert err.value.variable == "CLOUD_PROVIDER" and "required" in str(err.value)
+
+
+def test_every_variable_has_a_field_and_a_parseable_default() -> None:
+    fields = set(Settings.__dataclass_fields__)
+    names = [v.name for v in VARIABLES]
+    assert len(names) == len(set(names))
+    for var in VARIABLES:
+        assert var.field in fields, var.name
+        if var.default is not None:
+            var.parse(var.default)
+    public = Settings.from_env(BASE).public()
+    assert list(public) == names
+
+
+def test_configuration_doc_carries_the_generated_table() -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    assert markdown_table() in doc, "docs/configuration.md is stale: python -m ipamd.config > table"

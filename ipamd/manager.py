@@ -89,7 +89,7 @@ class PoolManager:
         self._wake.set()
 
     async def wait_for_growth(self, timeout: float) -> bool:
-        """Wait until the pool gains addresses (or ``timeout``); True if it grew."""
+        """Wait until the pool gains addresses or gets some back (or ``timeout``); True if it did."""
         self.wake()
         async with self._grew:
             try:
@@ -98,9 +98,40 @@ class PoolManager:
                 return False
         return True
 
+    async def addresses_freed(self) -> None:
+        """Addresses came back to the pool outside the manager (a DEL, GC, a quarantine release).
+
+        An ADD waiting in ``wait_for_growth`` looks again: on a node that cannot grow, a cooling
+        address is its only chance, and it must not wait out ADD_WAIT_TIMEOUT for it.
+        """
+        async with self._grew:
+            self._grew.notify_all()
+
     @property
     def max_ips(self) -> int:
         return self.targets.max_pods or self.limits.default_max_pods
+
+    def growth_blocked(self, now: float) -> str:
+        """Why the pool cannot grow now, as one sentence for STATUS; "" when it can.
+
+        The same conditions the policy applies: growth paused, held addresses at max pods, or every
+        slot of the most interfaces the node may have in use. (An interface busy receiving
+        addresses is growth in flight, not a block.)
+        """
+        if self.growth_paused_until is not None and self.growth_paused_until > now:
+            return "pool growth is paused (the cloud refused: subnet full, limit or permission)"
+        view = self.store.view(now=now)
+        state = policy.targets_summary(view, self.targets, self.limits, now=now)
+        slots = state.slots_per_interface
+        full = state.interfaces >= state.max_interfaces and all(
+            i.used_slots >= slots for i in view.interfaces
+        )
+        if state.headroom <= 0 or full:
+            return (
+                f"the pool holds its maximum: {state.held} addresses (max pods {state.max_pods}, "
+                f"{state.max_interfaces} interfaces of {slots} slots)"
+            )
+        return ""
 
     # --- the loop ------------------------------------------------------------------------------
 

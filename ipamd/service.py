@@ -129,12 +129,14 @@ class IpamService:
             if released:
                 log.info("quarantined_ip_released_by_del", container_id=call.key.container_id, ips=released)
                 await self._durable()
+                await self.manager.addresses_freed()
             return
         await self.datapath.del_pod(assignment)
         self.store.unassign(call.key, now=self.clock())
         log.info("ip_released", container_id=call.key.container_id, ifname=call.key.ifname, ip=assignment.ip)
         await self._durable()
         self.manager.wake()
+        await self.manager.addresses_freed()  # an ADD waiting on a node that cannot grow may take it
 
     async def check(self, call: Call, prev_result: dict[str, Any] | None) -> None:
         assignment = self.store.get(call.key)
@@ -161,6 +163,7 @@ class IpamService:
         if removed:
             log.info("gc_released", network=network, count=len(removed))
             self.manager.wake()
+        await self.manager.addresses_freed()  # freed, or quarantine lifted
         return len(removed)
 
     def status(self) -> StatusResult:
@@ -168,14 +171,11 @@ class IpamService:
         s = self.store.stats(now=now)
         message = ""
         ready = True
-        if s.available == 0:
-            paused = self.manager.growth_paused_until
-            if paused is not None and paused > now:
+        if s.available == 0 and s.cooling == 0:  # an ADD would take a cooling address
+            blocked = self.manager.growth_blocked(now)
+            if blocked:
                 ready = False
-                message = "no free address and pool growth is paused (subnet full or limit reached)"
-            elif s.total - s.cooling - s.quarantined >= self.manager.max_ips:
-                ready = False
-                message = f"no free address and the pool holds its maximum of {self.manager.max_ips}"
+                message = f"no free address and {blocked}"
         return StatusResult(ready, s.available, s.assigned, s.total, message)
 
     def get(self, key: AttachmentKey) -> Assignment | None:

@@ -7,6 +7,7 @@ Public surface (docs/checkpoint.md explains the format, the write protocol and r
     write_atomic(path, data)                                 tmp + fsync + keep .prev + replace + fsync dir
     load(path, *, now) -> LoadResult                         current, else .prev (quarantine), else lost
     GroupCommitter(path, snapshot_fn, ...)                   one durable write per batch of callers
+    WriteObserver                                            sees every write (the metrics implement it)
 
 Every failure to read, validate or write is a ``CheckpointError`` whose message names the field path
 and what is allowed there, e.g. ``assignments[3].ip: '10.0.0.x' is not an IP address (...)``.
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Literal, NoReturn, Protocol
 
 import structlog
 
@@ -49,6 +50,7 @@ __all__ = [
     "GroupCommitter",
     "LoadResult",
     "LoadSource",
+    "WriteObserver",
     "decode",
     "encode",
     "load",
@@ -410,11 +412,13 @@ def _fsync_directory(directory: Path) -> None:
 def _link_previous(path: Path) -> None:
     """Hard-link the current file to ``<path>.prev`` without a moment where the current is missing."""
     link = path.with_name(f"{path.name}.prev.{os.getpid()}.tmp")
-    link.unlink(missing_ok=True)  # os.link never overwrites; a crash may have left one behind
     try:
         os.link(path, link)
     except FileNotFoundError:
         return  # first write: nothing to keep
+    except FileExistsError:  # os.link never overwrites, and a crash may have left one behind
+        link.unlink()
+        os.link(path, link)
     os.replace(link, previous_path(path))
 
 
@@ -425,9 +429,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     created with mode 0700 if missing; the files are 0600.
     """
     directory = path.parent
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileNotFoundError:  # the directory is made when missing, not probed on every write
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o600)
     try:
         try:
             view = memoryview(data)
@@ -519,6 +527,19 @@ def load(path: Path, *, now: float) -> LoadResult:
 # --- group commit -------------------------------------------------------------------------------
 
 
+class WriteObserver(Protocol):
+    """Sees every write attempt of a GroupCommitter; the metrics layer implements it.
+
+    ``seconds`` is the encode and durable write in the worker thread (until the failure, if
+    ``ok`` is false); ``batch`` the number of callers the write answers (0 for the final flush).
+    """
+
+    def on_checkpoint_write(self, *, ok: bool, seconds: float, batch: int) -> None: ...
+
+
+_INLINE_WRITE_MAX = 0.0003  # seconds: a write this fast blocks the event loop less than a thread hop costs
+
+
 class GroupCommitter:
     """Makes in-memory pool changes durable, one write for every caller that arrived meanwhile.
 
@@ -537,11 +558,13 @@ class GroupCommitter:
         clock: Callable[[], float] = time.time,
         write: Callable[[Path, bytes], None] = write_atomic,
         initial_generation: int = 0,
+        observer: WriteObserver | None = None,
     ) -> None:
         self._path = path
         self._snapshot_fn = snapshot_fn
         self._clock = clock
         self._write = write
+        self._observer = observer
         self._attempted = initial_generation  # every attempt takes a new number, so none is reused
         self._waiters: list[asyncio.Future[int]] = []
         self._task: asyncio.Task[None] | None = None
@@ -572,7 +595,7 @@ class GroupCommitter:
         if self._task is not None:
             await self._task
         if self._dirty:
-            _, error = await self._write_once()
+            _, error = await self._write_once(batch=0)
             if error is not None:
                 raise self._error(error)
 
@@ -584,7 +607,7 @@ class GroupCommitter:
             while self._waiters:
                 batch, self._waiters = self._waiters, []
                 self.last_batch_size = len(batch)
-                generation, error = await self._write_once()
+                generation, error = await self._write_once(batch=len(batch))
                 for waiter in batch:
                     if waiter.done():  # its caller was cancelled; the write went ahead anyway
                         continue
@@ -598,30 +621,46 @@ class GroupCommitter:
             self._waiters = []
             raise
 
-    async def _write_once(self) -> tuple[int, Exception | None]:
+    async def _write_once(self, *, batch: int) -> tuple[int, Exception | None]:
         self._attempted += 1
         generation = self._attempted
         self._dirty = False
+        timing = [0.0]
         try:
             snapshot = self._snapshot_fn()
             written_at = self._clock()
-            seconds = await asyncio.to_thread(self._encode_and_write, snapshot, generation, written_at)
+            if batch == 1 and 0 < self.last_write_seconds <= _INLINE_WRITE_MAX:
+                # A lone caller and a fast medium (the tmpfs of /var/run): writing on the loop is
+                # cheaper than two thread hand-offs. Slow disks and batches go to the writer thread.
+                self._encode_and_write(snapshot, generation, written_at, timing)
+            else:
+                await asyncio.to_thread(self._encode_and_write, snapshot, generation, written_at, timing)
         except Exception as exc:
             self._dirty = True
             self.failures += 1
             log.warning(
                 "checkpoint_write_failed", path=str(self._path), generation=generation, error=str(exc)
             )
+            self._observe(ok=False, seconds=timing[0], batch=batch)
             return generation, exc
         self.generation = generation
         self.writes += 1
-        self.last_write_seconds = seconds
+        self.last_write_seconds = timing[0]
+        self._observe(ok=True, seconds=timing[0], batch=batch)
         return generation, None
 
-    def _encode_and_write(self, snapshot: PoolSnapshot, generation: int, written_at: float) -> float:
+    def _encode_and_write(
+        self, snapshot: PoolSnapshot, generation: int, written_at: float, timing: list[float]
+    ) -> None:
         started = time.perf_counter()
-        self._write(self._path, encode(snapshot, generation=generation, written_at=written_at))
-        return time.perf_counter() - started
+        try:
+            self._write(self._path, encode(snapshot, generation=generation, written_at=written_at))
+        finally:
+            timing[0] = time.perf_counter() - started
+
+    def _observe(self, *, ok: bool, seconds: float, batch: int) -> None:
+        if self._observer is not None:
+            self._observer.on_checkpoint_write(ok=ok, seconds=seconds, batch=batch)
 
     def _error(self, cause: Exception) -> CheckpointError:
         error = CheckpointError(f"checkpoint {self._path}: write failed: {cause}")

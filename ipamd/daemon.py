@@ -143,7 +143,11 @@ class Daemon:
             quarantined=quarantined,
         )
         committer = checkpoint.GroupCommitter(
-            path, store.snapshot, clock=self.clock, initial_generation=loaded.generation
+            path,
+            store.snapshot,
+            clock=self.clock,
+            initial_generation=loaded.generation,
+            observer=self.metrics,
         )
         await committer.commit()
 

@@ -20,6 +20,7 @@ from ipamd.pool.model import PoolStats
 T = TypeVar("T")
 
 _RPC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _CLOUD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -63,6 +64,21 @@ class _PoolCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
+
+
+class RpcRecorder:
+    """Counts and times the calls of one rpc method."""
+
+    __slots__ = ("_duration", "_error", "_ok")
+
+    def __init__(self, ok: Counter, error: Counter, duration: Histogram) -> None:
+        self._ok = ok
+        self._error = error
+        self._duration = duration
+
+    def served(self, *, ok: bool, seconds: float) -> None:
+        (self._ok if ok else self._error).inc()
+        self._duration.observe(seconds)
 
 
 class Metrics:
@@ -134,6 +150,12 @@ class Metrics:
             buckets=_RPC_BUCKETS,
             registry=r,
         )
+        self.checkpoint_batch_size = Histogram(
+            "cloudcni_checkpoint_batch_size",
+            "Callers answered by one checkpoint write (group commit)",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
         self.checkpoint_recoveries = Counter(
             "cloudcni_checkpoint_recoveries",
             "Starts that found the checkpoint unusable, by source used",
@@ -154,6 +176,21 @@ class Metrics:
 
     def on_backoff(self, operation: str, delay: float) -> None:
         self.cloud_backoff.labels(operation).inc(delay)
+
+    # WriteObserver (ipamd.checkpoint): one sample per write attempt.
+    def on_checkpoint_write(self, *, ok: bool, seconds: float, batch: int) -> None:
+        self.checkpoint_writes.labels("ok" if ok else "error").inc()
+        if ok:
+            self.checkpoint_duration.observe(seconds)
+        self.checkpoint_batch_size.observe(batch)
+
+    def rpc_recorder(self, method: str) -> RpcRecorder:
+        """The children of the rpc metrics for ``method``, looked up once instead of on every call."""
+        return RpcRecorder(
+            self.rpc_requests.labels(method, "ok"),
+            self.rpc_requests.labels(method, "error"),
+            self.rpc_duration.labels(method),
+        )
 
     def serve(self, bind: str) -> Callable[[], None]:
         """Serve /metrics on ``host:port``; returns a function that stops the server."""

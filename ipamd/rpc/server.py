@@ -20,7 +20,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ipamd.errors import ConfigError
-from ipamd.metrics import Metrics
+from ipamd.metrics import Metrics, RpcRecorder
 from ipamd.rpc import validate
 from ipamd.rpc.errors import CNI_CODE_KEY, to_rpc_failure
 from ipamd.rpc.pb import ipamd_pb2 as pb
@@ -32,29 +32,33 @@ R = TypeVar("R")
 
 SERVICE_NAME = "cloudcni.v1.IpamBackend"
 Context = grpc.aio.ServicerContext[Any, Any]
+_METHODS = ("add", "del", "check", "gc", "status")
 
 
 class IpamServicer(pb_grpc.IpamBackendServicer):
     def __init__(self, service: IpamService, metrics: Metrics | None = None) -> None:
         self.service = service
         self.metrics = metrics
+        # label lookups take a lock and hash the labels: done once here, not on every call
+        self._recorders: dict[str, RpcRecorder] = (
+            {m: metrics.rpc_recorder(m) for m in _METHODS} if metrics is not None else {}
+        )
 
     async def _serve(self, method: str, context: Context, fn: Callable[[], Awaitable[R]]) -> R:
         start = time.perf_counter()
+        recorder = self._recorders.get(method)
         try:
             reply = await fn()
         except Exception as exc:
             failure = to_rpc_failure(exc)
-            if self.metrics:
-                self.metrics.rpc_requests.labels(method, "error").inc()
-                self.metrics.rpc_duration.labels(method).observe(time.perf_counter() - start)
+            if recorder is not None:
+                recorder.served(ok=False, seconds=time.perf_counter() - start)
             log.warning("rpc_failed", method=method, cni_code=failure.cni_code, error=failure.message)
             context.set_trailing_metadata(((CNI_CODE_KEY, str(failure.cni_code)),))
             await context.abort(failure.status, failure.message)
             raise  # unreachable: abort raises
-        if self.metrics:
-            self.metrics.rpc_requests.labels(method, "ok").inc()
-            self.metrics.rpc_duration.labels(method).observe(time.perf_counter() - start)
+        if recorder is not None:
+            recorder.served(ok=True, seconds=time.perf_counter() - start)
         return reply
 
     async def Add(self, request: pb.AddRequest, context: Context) -> pb.AddReply:

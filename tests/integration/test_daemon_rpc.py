@@ -120,6 +120,9 @@ def test_socket_permissions_health_metrics_and_introspection(daemon: DaemonProce
         'cloudcni_cloud_calls_total{operation="list_interfaces",outcome="ok"}',
         "cloudcni_cloud_call_duration_seconds_bucket",
         "cloudcni_no_ip_available_total",
+        'cloudcni_checkpoint_writes_total{result="ok"} 2.0',  # the start-up write and the ADD's
+        "cloudcni_checkpoint_write_seconds_count 2.0",
+        'cloudcni_checkpoint_batch_size_bucket{le="1.0"} 2.0',
     ):
         assert name in text, name
     pool = daemon.get("/v1/pool")

@@ -73,6 +73,7 @@ def test_public_surface() -> None:
         "LoadResult",
         "LoadSource",
         "VERSION",
+        "WriteObserver",
         "decode",
         "encode",
         "load",
@@ -752,6 +753,40 @@ def test_failed_write_fails_its_batch_only(tmp_path: Path) -> None:
 
     _run(main())
     assert (write.calls, committer.writes, committer.failures, committer.generation) == (3, 2, 1, 3)
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.writes: list[tuple[bool, int]] = []
+        self.seconds: list[float] = []
+
+    def on_checkpoint_write(self, *, ok: bool, seconds: float, batch: int) -> None:
+        self.writes.append((ok, batch))
+        self.seconds.append(seconds)
+
+
+def test_observer_sees_every_write_with_its_batch(tmp_path: Path) -> None:
+    state, write = State(), FakeWrite(delay=0.01, fail={1})
+    gate = write.gate = threading.Event()
+    observer = RecordingObserver()
+    committer = GroupCommitter(tmp_path / "ipam.json", state.snapshot, write=write, observer=observer)
+
+    async def main() -> None:
+        first = asyncio.create_task(committer.commit())
+        assert await asyncio.to_thread(write.started.wait, 5)
+        later = [asyncio.create_task(committer.commit()) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        with pytest.raises(CheckpointError):
+            await first
+        await asyncio.gather(*later)
+        committer.mark_dirty()
+        await committer.close()
+
+    _run(main())
+    # the failed write of one caller, one write for the three that waited, the final flush for none
+    assert observer.writes == [(False, 1), (True, 3), (True, 0)]
+    assert all(s >= 0.01 for s in observer.seconds)  # the time of the write itself, failed or not
 
 
 def test_snapshot_error_fails_the_batch_as_checkpoint_error(tmp_path: Path) -> None:

@@ -87,6 +87,15 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.serving = False
 
+    def healthy(self, reader: LoopReader) -> bool:
+        """Serving, and the event loop answers (a wedged loop fails the liveness probe)."""
+        if not self.serving:
+            return False
+        try:
+            return reader.read(lambda: self.serving, timeout=2.0)
+        except Exception:
+            return False
+
     async def run(self) -> int:
         s = self.settings
         loop = asyncio.get_running_loop()
@@ -186,7 +195,7 @@ class Daemon:
                 from ipamd import introspection
 
                 routes = introspection_routes(service, manager, s, reader)
-                stops.append(introspection.serve(s.introspection_bind, routes, lambda: self.serving))
+                stops.append(introspection.serve(s.introspection_bind, routes, lambda: self.healthy(reader)))
             self.serving = True
             log.info("daemon_ready", socket=s.ipamd_socket)
             manager_task = asyncio.create_task(

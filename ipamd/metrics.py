@@ -31,11 +31,11 @@ class LoopReader:
         self._loop = loop
         self._timeout = timeout
 
-    def read(self, fn: Callable[[], T]) -> T:
+    def read(self, fn: Callable[[], T], timeout: float | None = None) -> T:
         async def call() -> T:
             return fn()
 
-        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(self._timeout)
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout or self._timeout)
 
 
 class _PoolCollector(Collector):

@@ -2,6 +2,7 @@
 
 cloud-cni ipamd        run the node daemon in the foreground (also: python -m ipamd)
 cloud-cni demo         the daemon on the simulated cloud, driven through a node story
+cloud-cni install-shim put the CNI plugin and its private Python runtime on the node (init container)
 cloud-cni version
 """
 
@@ -45,7 +46,27 @@ def run_ipamd() -> int:
         return 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_install_shim(args: argparse.Namespace) -> int:
+    from ipamd import install_shim
+
+    try:
+        done = install_shim.install(
+            runtime_dir=args.runtime_dir,
+            cni_bin_dir=args.cni_bin_dir,
+            host_runtime_dir=args.host_runtime_dir,
+            conflist=args.conflist,
+            cni_conf_dir=args.cni_conf_dir,
+            shim_dir=args.shim_dir,
+        )
+    except (CloudCniError, OSError) as exc:
+        print(f"cloud-cni install-shim: {exc}", file=sys.stderr)
+        return 1
+    for line in install_shim.describe(done):
+        print(line)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloud-cni", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
@@ -55,9 +76,34 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--pods", type=int, default=30, help="pods in the scale-up burst (default 30)")
     demo.add_argument("--plot", metavar="FILE.png", help="draw pool size and demand over time")
     sub.add_parser("version", help="print the version")
-    args = parser.parse_args(argv)
+    installer = sub.add_parser(
+        "install-shim",
+        help="install the CNI plugin with a private Python runtime (the node needs only glibc)",
+        description="Install <cni-bin-dir>/cloud-cni and the runtime it runs (docs/deploy.md).",
+    )
+    installer.add_argument(
+        "--cni-bin-dir", default="/opt/cni/bin", help="where the plugin goes (default /opt/cni/bin)"
+    )
+    installer.add_argument(
+        "--runtime-dir", required=True, help="where the runtime goes, e.g. /host/opt/cni/cloud-cni"
+    )
+    installer.add_argument(
+        "--host-runtime-dir",
+        default="/opt/cni/cloud-cni",
+        help="--runtime-dir as the node sees it; the plugin names it (default /opt/cni/cloud-cni)",
+    )
+    installer.add_argument("--conflist", help="also install this network configuration list ...")
+    installer.add_argument("--cni-conf-dir", help="... into this directory, after the plugin")
+    installer.add_argument("--shim-dir", help=argparse.SUPPRESS)  # tests: another shim package
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
     if args.command == "ipamd":
         return run_ipamd()
+    if args.command == "install-shim":
+        return run_install_shim(args)
     if args.command == "version":
         print(_version())
         return 0

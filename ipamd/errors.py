@@ -7,6 +7,7 @@ CloudCniError
 │   ├── NoAddressAvailable      pool empty and cannot grow now (CNI 11: try again later)
 │   └── AllocationNotFound      no assignment for that key (DEL/GC swallow it)
 ├── RequestError                a gRPC request failed validation (CNI 7 / 4)
+├── InstallError                `cloud-cni install-shim` cannot put a working plugin on the node
 └── CloudError                  anything a provider raises
     ├── TemporaryCloudError     retry with backoff (5xx, timeouts); ``retry_after`` hint
     │   └── ThrottledError      the cloud said slow down (RequestLimitExceeded, 429)
@@ -54,6 +55,10 @@ class RequestError(CloudCniError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class InstallError(CloudCniError):
+    """The plugin cannot be installed as asked; nothing the node runs was changed."""
 
 
 class CloudError(CloudCniError):

@@ -21,12 +21,14 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from ipamd import install_shim
+from ipamd.cli import make_parser
 from ipamd.cloud.factory import make_provider
 from ipamd.config import VARIABLES, Settings
 from ipamd.daemon import make_datapath
 from ipamd.metrics import Metrics
 from ipamd.pool.model import PoolStats
-from shim.main import SUPPORTED_VERSIONS
+from shim.cni import SUPPORTED_VERSIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -256,19 +258,25 @@ def test_shim_log_dir_is_a_host_dir() -> None:
     assert hp["path"] == log_dir and hp["type"] == "DirectoryOrCreate"
 
 
-def test_init_container_installs_into_the_host_cni_dirs() -> None:
+def test_init_container_installs_the_plugin_runtime_and_conflist_into_host_dirs() -> None:
     c = init_container()
-    script = "\n".join([*c.get("command", []), *c.get("args", [])])
-    for host_dir, installed in (
-        ("/opt/cni/bin", "cloud-cni"),
-        ("/etc/cni/net.d", "10-cloud-cni.conflist"),
-    ):
-        hp = host_path_of(c, "/host" + host_dir)
-        assert hp["path"] == host_dir
-        # written beside the destination, then renamed over it (atomic within one directory)
-        assert f"mv -f /host{host_dir}/.{installed}.tmp /host{host_dir}/{installed}" in script
-    # the runtime execs /opt/cni/bin/<type>: the installed name is the plugin type
-    assert conflist()["plugins"][0]["type"] == "cloud-cni"
+    assert c["command"] == ["cloud-cni", "install-shim"]
+    args = make_parser().parse_args([*c["command"][1:], *c["args"]])  # the CLI accepts exactly these
+    # the runtime execs /opt/cni/bin/<type>: the plugin's name is the conflist's plugin type
+    assert host_path_of(c, args.cni_bin_dir)["path"] == "/opt/cni/bin"
+    assert conflist()["plugins"][0]["type"] == install_shim.PLUGIN
+    # the plugin names its runtime by the node's path: it must be where the runtime dir really is
+    runtime = host_path_of(c, args.runtime_dir)
+    assert runtime["path"] == args.host_runtime_dir and runtime["type"] == "DirectoryOrCreate"
+    assert host_path_of(c, args.cni_conf_dir)["path"] == "/etc/cni/net.d"
+    for path in (args.cni_bin_dir, args.runtime_dir, args.cni_conf_dir):
+        assert not host_path_of(c, path)["mount"].get("readOnly"), path
+    # the conflist comes from the shipped ConfigMap, under its own name
+    source = PurePosixPath(args.conflist)
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == str(source.parent))
+    volume = next(v for v in pod_spec()["volumes"] if v["name"] == mount["name"])
+    assert source.name in one("ConfigMap", volume["configMap"]["name"])["data"]
+    assert source.name == "10-cloud-cni.conflist"
 
 
 def test_metrics_port_is_the_metrics_bind_port() -> None:

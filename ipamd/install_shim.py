@@ -1,0 +1,543 @@
+"""``cloud-cni install-shim``: put a self-contained CNI plugin on a node that has no Python.
+
+The init container copies a private runtime for the shim out of its own image: the real interpreter
+binary, its libpython when it links one, and only the standard-library files the shim loads under
+``-I -S`` (found by importing ``shim.main`` in a child of the same interpreter), with the shim package
+and precompiled bytecode. Everything in it needs only glibc; nothing comes from site-packages.
+
+Layout, under ``runtime_dir`` (the node's ``host_runtime_dir``)::
+
+    <version>-<hash>/                    one immutable tree per content, e.g. 3.11.7-4f0c2a9d81b3
+        bin/python3.X                    the interpreter
+        lib/libpython3.X.so.1.0          when the interpreter links it
+        lib/python3.X/{os.py,encodings/...,lib-dynload/...}   (``sys.platlibdir`` for ``lib``)
+        lib/site/shim/...                the plugin, with __pycache__
+        cloud-cni.py                     the entry: sys.path, then shim.main.main()
+    <cni_bin_dir>/cloud-cni              what the runtime execs: a shebang script or a /bin/sh wrapper
+
+Upgrades are atomic: a tree is built under ``.new-<pid>``, checked by running the interpreter in it,
+fsynced, and renamed into place; a tree is never modified once it has its name. The switch is the
+rename of ``cloud-cni`` over the old plugin file, so an exec sees the old plugin and its tree or the new
+one and its tree. The previous tree is kept (a plugin exec'd just before the switch may still be
+starting in it); older ones are removed.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import py_compile
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ipamd import elf
+from ipamd.errors import InstallError
+
+PLUGIN = "cloud-cni"
+FORMAT = "cloud-cni-runtime/1"  # part of every tree's hash: a layout change makes new trees
+TAG = re.compile(r"^[0-9][0-9a-z.]*-[0-9a-f]{12}$")
+# What a glibc node always has. Anything else (libz, libssl, libffi...) a node may lack.
+GLIBC = re.compile(
+    r"^(?:lib(?:c|m|pthread|dl|rt|util|resolv)\.so\.\d+|ld-linux[\w.-]*\.so\.\d+|ld64\.so\.\d+)$"
+)
+SAFE_PATH = re.compile(r"^(?:/[A-Za-z0-9._+-]+)+$")  # goes into a shebang line and a shell script
+SHEBANG_MAX = 127  # bytes the kernel reads of a "#!" line before Linux 5.1 (256 since)
+# Python flags for every exec: isolated (no environment, no user site, no script dir on sys.path),
+# no site, and UTF-8 mode, so that the node's locale never asks for a codec the tree does not ship.
+FLAGS = ("-I", "-S", "-X", "utf8")
+
+# Run by the interpreter being copied (and then by the copy): import the shim, then report what got
+# loaded from files, where the interpreter thinks its prefix is, and which libpython it mapped.
+# It imports nothing before the snapshot of sys.modules, and nothing but builtins after it.
+_PROBE = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import shim.main
+loaded = []
+for name, module in list(sys.modules.items()):
+    origin = getattr(getattr(module, "__spec__", None), "origin", None)
+    if origin not in (None, "built-in", "frozen"):
+        loaded.append((name, origin))
+with open("/proc/self/maps") as maps:
+    fields = [line.split(None, 5) for line in maps]
+libpython = sorted({f[5].strip() for f in fields if len(f) == 6 and "/libpython" in f[5]})
+stdlib = sys.modules["encodings"].__spec__.origin.rpartition("/")[0].rpartition("/")[0]
+print(repr({
+    "loaded": sorted(loaded),
+    "prefix": sys.prefix,
+    "exec_prefix": sys.exec_prefix,
+    "stdlib": stdlib,
+    "dynload": [p for p in sys.path if p.endswith("/lib-dynload")],
+    "libpython": libpython,
+}))
+"""
+
+_ENTRY = """\
+import sys
+
+sys.path.insert(0, {site!r})
+from shim.main import main
+
+sys.exit(main())
+"""
+
+
+@dataclass(frozen=True)
+class Installed:
+    plugin: Path  # <cni_bin_dir>/cloud-cni
+    tree: Path  # the runtime tree it runs, under runtime_dir
+    host_tree: PurePosixPath  # the same tree as the node sees it
+    interpreter: Path
+    wrapper: str  # "shebang" or "sh"
+    python: str  # e.g. 3.11.7
+    size: int  # bytes in the tree
+    files: int
+    glibc: str  # oldest glibc the tree runs on, e.g. "2.34"
+    reused: bool  # the tree was already there, complete
+    removed: tuple[str, ...]  # older trees deleted
+    conflist: Path | None
+
+
+@dataclass(frozen=True)
+class _Python:
+    executable: Path  # the real binary, symlinks resolved
+    version: str  # 3.11
+    full_version: str  # 3.11.7
+    libpython: Path | None
+    soname: str | None
+    runs_from_origin: bool  # finds libpython in <its dir>/../lib without help
+
+
+def _this_python() -> _Python:
+    exe = Path(os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable))
+    data = exe.read_bytes()
+    if not data.startswith(elf.MAGIC):
+        raise InstallError(f"{exe} is not an ELF binary (a wrapper script?): run with the real interpreter")
+    dynamic = elf.dynamic(data)
+    soname = next((n for n in dynamic.needed if n.startswith("libpython")), None)
+    v = sys.version_info
+    full = f"{v.major}.{v.minor}.{v.micro}" + (
+        "" if v.releaselevel == "final" else f"{v.releaselevel[0]}{v.serial}"
+    )
+    origin = {p.replace("${ORIGIN}", "$ORIGIN").rstrip("/") for p in dynamic.runpath}
+    return _Python(
+        executable=exe,
+        version=f"{v.major}.{v.minor}",
+        full_version=full,
+        libpython=_find_libpython(soname) if soname else None,
+        soname=soname,
+        runs_from_origin=soname is None or "$ORIGIN/../lib" in origin,
+    )
+
+
+def _find_libpython(soname: str) -> Path:
+    """The libpython this process runs on: from its memory map, else where sysconfig says it is.
+
+    The interpreter's DT_NEEDED says whether it links libpython at all: sysconfig alone can claim
+    a shared build for an interpreter that has libpython built in (Debian's /usr/bin/python3).
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            fields = [line.split(None, 5) for line in maps]
+    except OSError:
+        fields = []
+    mapped = {f[5].strip() for f in fields if len(f) == 6}
+    for path in sorted(mapped):
+        if PurePosixPath(path).name == soname and os.path.isfile(path):
+            return Path(path)
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    for name in (soname, sysconfig.get_config_var("INSTSONAME"), sysconfig.get_config_var("LDLIBRARY")):
+        if name and os.path.isfile(os.path.join(libdir, name)):
+            return Path(os.path.realpath(os.path.join(libdir, name)))
+    raise InstallError(f"the interpreter links {soname}, which is neither mapped nor in LIBDIR {libdir!r}")
+
+
+@dataclass(frozen=True)
+class _Report:
+    """What ``_PROBE`` saw in one interpreter."""
+
+    loaded: tuple[tuple[str, str], ...]  # (module, file) for every module loaded from a file
+    prefix: str
+    exec_prefix: str
+    stdlib: str
+    dynload: tuple[str, ...]
+    libpython: tuple[str, ...]  # mapped libpython files
+
+
+def _probe(python: Path, site: Path, env: dict[str, str]) -> _Report:
+    done = subprocess.run(
+        [str(python), *FLAGS, "-B", "-c", _PROBE, str(site)],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise InstallError(
+            f"{python} cannot import shim.main under -I -S:\n{done.stderr.decode(errors='replace')}"
+        )
+    lines = done.stdout.decode(errors="replace").splitlines()
+    try:  # the last line: anything the shim prints when imported comes before it
+        raw: Any = ast.literal_eval(lines[-1])
+    except (IndexError, ValueError, SyntaxError):
+        raise InstallError(f"{python}: unexpected output from the import probe: {lines[-3:]}") from None
+    return _Report(
+        loaded=tuple((str(name), str(origin)) for name, origin in raw["loaded"]),
+        prefix=str(raw["prefix"]),
+        exec_prefix=str(raw["exec_prefix"]),
+        stdlib=str(raw["stdlib"]),
+        dynload=tuple(str(p) for p in raw["dynload"]),
+        libpython=tuple(str(p) for p in raw["libpython"]),
+    )
+
+
+def _under(path: str, root: str) -> bool:
+    return PurePosixPath(path).is_relative_to(root)
+
+
+class _Tree:
+    """A runtime tree being built: every file written once, its digest kept for the tree's name."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.digests: dict[str, str] = {}
+
+    def put(self, rel: str, data: bytes, mode: int = 0o644) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            os.fchmod(fd, mode)  # exact, whatever the umask
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        self.digests[rel] = hashlib.sha256(data).hexdigest()
+        return path
+
+    def copy(self, rel: str, source: Path) -> Path:
+        data = source.read_bytes()
+        if data.startswith(elf.MAGIC):  # the interpreter, libpython, extension modules
+            image = elf.loadable_image(data)
+            del data  # one library in memory at a time: the init container's limit is small
+            return self.put(rel, image, 0o755)
+        return self.put(rel, data)
+
+    def name(self, version: str, *salt: str) -> str:
+        h = hashlib.sha256(
+            "\n".join([FORMAT, *salt, *(f"{k} {v}" for k, v in sorted(self.digests.items()))]).encode()
+        )
+        return f"{version}-{h.hexdigest()[:12]}"
+
+
+def _shim_source(shim_dir: Path | None) -> Path:
+    if shim_dir is not None:
+        return shim_dir
+    import shim
+
+    return Path(shim.__path__[0])
+
+
+def _build(tree: _Tree, python: _Python, shim_dir: Path) -> _Report:
+    """Copy the shim, then the interpreter and the stdlib files the shim loads, into ``tree``."""
+    for source in sorted(shim_dir.rglob("*.py")):
+        relative = source.relative_to(shim_dir)
+        if "__pycache__" not in relative.parts:
+            tree.put(f"lib/site/shim/{relative}", source.read_bytes())
+    site = str(tree.root / "lib/site")
+    found = _probe(python.executable, tree.root / "lib/site", {})
+    stdlib, dynload = found.stdlib, found.dynload
+    if len(dynload) != 1:
+        raise InstallError(f"expected one lib-dynload directory on sys.path, found {list(dynload)}")
+    libdir = f"{sys.platlibdir}/python{python.version}"
+    tree.copy(f"bin/python{python.version}", python.executable)
+    if python.libpython is not None:
+        tree.copy(f"lib/{python.soname}", python.libpython)
+    tree.copy(f"{libdir}/os.py", Path(stdlib, "os.py"))  # getpath's landmark for the prefix
+    (tree.root / libdir / "lib-dynload").mkdir(parents=True, exist_ok=True)  # ... and for exec_prefix
+    for name, origin in found.loaded:
+        if _under(origin, site):
+            continue
+        if _under(origin, dynload[0]):
+            rel = f"{libdir}/lib-dynload/{PurePosixPath(origin).relative_to(dynload[0])}"
+        elif _under(origin, stdlib):
+            rel = f"{libdir}/{PurePosixPath(origin).relative_to(stdlib)}"
+        else:
+            raise InstallError(f"the shim loads {name} from {origin}, outside the standard library")
+        if rel not in tree.digests:
+            tree.copy(rel, Path(origin))
+    return found
+
+
+def _check_libraries(tree: _Tree, python: _Python) -> str:
+    """Refuse a tree that needs a library beyond glibc; return the oldest glibc it runs on."""
+    foreign: dict[str, list[str]] = {}
+    floors: list[tuple[int, ...]] = []
+    for rel in sorted(tree.digests):
+        data = (tree.root / rel).read_bytes()
+        if not data.startswith(elf.MAGIC):
+            continue
+        for lib in elf.dynamic(data).needed:
+            if not GLIBC.match(lib) and lib != python.soname:
+                foreign.setdefault(lib, []).append(rel)
+        floor = elf.glibc_floor(data)
+        if floor is not None:
+            floors.append(floor)
+    if foreign:
+        needs = "; ".join(f"{lib} (by {', '.join(users)})" for lib, users in sorted(foreign.items()))
+        raise InstallError(
+            f"the runtime would need libraries a node may not have: {needs}. Build the image from a Python "
+            "whose interpreter and the extension modules the shim loads link only glibc "
+            "(the official python images do)"
+        )
+    return ".".join(map(str, max(floors, default=(0,))))
+
+
+def _finish(tree: _Tree, host: PurePosixPath, python: _Python) -> None:
+    """Write the entry script and the bytecode; they name the tree's path on the node."""
+    tree.put("cloud-cni.py", _ENTRY.format(site=str(host / "lib/site")).encode())
+    for rel in sorted(r for r in tree.digests if r.endswith(".py") and r != "cloud-cni.py"):
+        source = tree.root / rel
+        cache = Path(_cache_path(str(source)))
+        py_compile.compile(
+            str(source),
+            cfile=str(cache),
+            dfile=str(host / rel),  # tracebacks name the file as the node sees it
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,  # the tree never changes
+        )
+
+
+def _cache_path(source: str) -> str:
+    import importlib.util
+
+    return importlib.util.cache_from_source(source)
+
+
+def _run_env(tree: Path, python: _Python) -> dict[str, str]:
+    return {} if python.runs_from_origin else {"LD_LIBRARY_PATH": str(tree / "lib")}
+
+
+def _verify(tree: Path, python: _Python, expected: _Report) -> None:
+    """Run the tree's interpreter as the plugin will run; everything must come from the tree."""
+    root = os.path.realpath(tree)
+    found = _probe(tree / f"bin/python{python.version}", tree / "lib/site", _run_env(tree, python))
+    for key, prefix in (("prefix", found.prefix), ("exec_prefix", found.exec_prefix)):
+        if os.path.realpath(prefix) != root:
+            raise InstallError(
+                f"the copied interpreter's {key} is {prefix}, not {root}: a landmark is missing"
+            )
+    outside = [f for _, f in found.loaded if not _under(os.path.realpath(f), root)]
+    outside += [f for f in found.libpython if not _under(os.path.realpath(f), root)]
+    if outside:
+        raise InstallError(f"the copied runtime loads files from outside {root}: {outside}")
+    names = {n for n, _ in found.loaded}
+    wanted = {n for n, _ in expected.loaded}
+    if names != wanted:
+        raise InstallError(f"the copy loads {sorted(names ^ wanted)} differently from the original")
+
+
+def _sync_tree(root: Path) -> None:
+    for directory, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.chmod(directory, 0o755)
+        _fsync_dir(Path(directory))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` beside ``path`` under a name the runtime ignores, fsync, rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def plugin_text(kind: str, host_tree: PurePosixPath, version: str) -> str:
+    """The file the runtime execs. ``shebang``: the entry itself, run by the tree's interpreter (no
+    shell needed: Bottlerocket has none). ``sh``: a shell wrapper that points the loader at the tree's
+    libpython, for an interpreter whose RUNPATH names a directory of the image it came from."""
+    python = host_tree / f"bin/python{version}"
+    if kind == "shebang":
+        line = f"#!{python} -ISXutf8"  # Linux passes one argument: -I -S -X utf8, combined
+        if len(line) > SHEBANG_MAX:
+            raise InstallError(f"the plugin's #! line would be {len(line)} bytes (at most {SHEBANG_MAX})")
+        entry = _ENTRY.format(site=str(host_tree / "lib/site"))
+        return (
+            f"{line}\n# cloud-cni CNI plugin, installed by `cloud-cni install-shim` (docs/deploy.md)\n{entry}"
+        )
+    if kind != "sh":
+        raise ValueError(kind)
+    argv = " ".join(shlex.quote(a) for a in (str(python), *FLAGS, str(host_tree / "cloud-cni.py")))
+    return (
+        "#!/bin/sh\n"
+        "# cloud-cni CNI plugin, installed by `cloud-cni install-shim` (docs/deploy.md). The interpreter's\n"
+        "# own RUNPATH names a directory of the image it came from: point the loader at its libpython.\n"
+        f'LD_LIBRARY_PATH={shlex.quote(str(host_tree / "lib"))} exec {argv} "$@"\n'
+    )
+
+
+def _current_tag(plugin: Path, host: PurePosixPath) -> str | None:
+    """The tree the installed plugin runs, if it is one of ours."""
+    try:
+        text = plugin.read_bytes()[:4096].decode("utf-8", "replace")
+    except OSError:
+        return None
+    match = re.search(re.escape(str(host)) + r"/([^/\s'\"]+)/", text)
+    return match.group(1) if match and TAG.match(match.group(1)) else None
+
+
+def _remove_stale(runtime_dir: Path, keep: set[str]) -> tuple[str, ...]:
+    removed = []
+    for entry in sorted(runtime_dir.iterdir()):
+        if entry.name in keep or not entry.is_dir() or entry.is_symlink():
+            continue
+        if TAG.match(entry.name) or entry.name.startswith((".new-", ".old-")):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    return tuple(removed)
+
+
+def _read_conflist(path: Path) -> bytes:
+    import json
+
+    data = path.read_bytes()
+    try:
+        conf = json.loads(data)
+    except ValueError as exc:
+        raise InstallError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(conf, dict) or not isinstance(conf.get("plugins"), list) or not conf.get("cniVersion"):
+        raise InstallError(f"{path} is not a CNI network configuration list (cniVersion, plugins)")
+    return data
+
+
+def install(
+    *,
+    runtime_dir: str | os.PathLike[str],
+    cni_bin_dir: str | os.PathLike[str] = "/opt/cni/bin",
+    host_runtime_dir: str | os.PathLike[str] | None = None,
+    conflist: str | os.PathLike[str] | None = None,
+    cni_conf_dir: str | os.PathLike[str] | None = None,
+    shim_dir: str | os.PathLike[str] | None = None,
+) -> Installed:
+    """Install the plugin ``<cni_bin_dir>/cloud-cni`` and its runtime under ``runtime_dir``.
+
+    ``host_runtime_dir`` is ``runtime_dir`` as the node sees it (default: the same path). With
+    ``conflist`` and ``cni_conf_dir``, the network configuration is installed too, after the plugin.
+    ``shim_dir`` is the shim package to install (default: the importable ``shim``).
+    """
+    runtime = Path(runtime_dir)
+    bin_dir = Path(cni_bin_dir)
+    host = PurePosixPath(os.fspath(host_runtime_dir if host_runtime_dir is not None else runtime_dir))
+    if not SAFE_PATH.match(str(host)):
+        raise InstallError(
+            f"host runtime dir {str(host)!r}: an absolute path of letters, digits and ._+- only"
+        )
+    if (conflist is None) != (cni_conf_dir is None):
+        raise InstallError("--conflist and --cni-conf-dir go together")
+    conf = _read_conflist(Path(conflist)) if conflist is not None else None
+    if not bin_dir.is_dir():
+        raise InstallError(f"CNI bin dir {bin_dir} does not exist")
+    python = _this_python()
+    kind = "shebang" if python.runs_from_origin else "sh"
+    plugin = bin_dir / PLUGIN
+
+    runtime.mkdir(parents=True, exist_ok=True)
+    stage = runtime / f".new-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        tree = _Tree(stage)
+        expected = _build(tree, python, _shim_source(Path(shim_dir) if shim_dir is not None else None))
+        glibc = _check_libraries(tree, python)
+        tag = tree.name(python.full_version, str(host), kind)
+        target = runtime / tag
+        reused = target.is_dir() and _verifies(target, python, expected)
+        if not reused:
+            _finish(tree, host / tag, python)
+            _verify(stage, python, expected)
+            _sync_tree(stage)
+            if target.exists():  # present but broken: move it aside, it goes with the stale trees
+                aside = runtime / f".old-{os.getpid()}"
+                shutil.rmtree(aside, ignore_errors=True)
+                os.rename(target, aside)
+            os.rename(stage, target)
+            _fsync_dir(runtime)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+    previous = _current_tag(plugin, host)
+    write_atomic(plugin, plugin_text(kind, host / tag, python.version).encode(), 0o755)
+    installed_conf = None
+    if conf is not None and cni_conf_dir is not None and conflist is not None:
+        installed_conf = Path(cni_conf_dir) / Path(conflist).name
+        write_atomic(installed_conf, conf, 0o644)
+    removed = _remove_stale(runtime, {tag} | ({previous} if previous else set()))
+    files = [p for p in target.rglob("*") if p.is_file()]
+    return Installed(
+        plugin=plugin,
+        tree=target,
+        host_tree=host / tag,
+        interpreter=target / f"bin/python{python.version}",
+        wrapper=kind,
+        python=python.full_version,
+        size=sum(p.stat().st_size for p in files),
+        files=len(files),
+        glibc=glibc,
+        reused=reused,
+        removed=removed,
+        conflist=installed_conf,
+    )
+
+
+def _verifies(tree: Path, python: _Python, expected: _Report) -> bool:
+    try:
+        _verify(tree, python, expected)
+    except (InstallError, OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+def describe(done: Installed) -> list[str]:
+    """What the init container prints (kubectl logs -c install-cni)."""
+    lines = [
+        f"installed {done.plugin} ({done.wrapper}): Python {done.python} in {done.host_tree}, "
+        f"{done.files} files, {done.size / 1e6:.1f} MB{' (already there)' if done.reused else ''}; "
+        f"the node needs glibc {done.glibc} or newer"
+    ]
+    if done.conflist is not None:
+        lines.append(f"installed {done.conflist}")
+    if done.removed:
+        lines.append(f"removed older runtimes: {', '.join(done.removed)}")
+    return lines

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from ipamd import checkpoint
+from ipamd import checkpoint, spool
 from ipamd.cloud.base import CloudProvider
 from ipamd.cloud.factory import make_provider
 from ipamd.cloud.limiter import CloudCaller, RetryPolicy, TokenBucket
@@ -70,6 +70,18 @@ async def supervise(name: str, run: Callable[[], Any], stop: asyncio.Event, metr
                 stop.set()
                 return
             await asyncio.sleep(min(2.0**restarts, 30.0))
+
+
+_SPOOL_INTERVAL = 5.0
+
+
+async def drain_forever(service: IpamService, socket_path: str, stop: asyncio.Event) -> None:
+    """A DEL the shim queued while the daemon was starting is applied within a few seconds."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), _SPOOL_INTERVAL)
+        if not stop.is_set():
+            await spool.drain(service, socket_path)
 
 
 class Daemon:
@@ -185,6 +197,9 @@ class Daemon:
         self.metrics.watch_pool(
             lambda: reader.read(lambda: store.stats(now=self.clock())), lambda: manager.max_ips
         )
+        drained = await spool.drain(service, s.ipamd_socket)  # before any ADD is served
+        if drained:
+            log.info("spooled_dels_drained", count=drained)
         stops: list[Callable[[], None]] = []
         rpc.serve(service)
         try:
@@ -201,13 +216,22 @@ class Daemon:
             manager_task = asyncio.create_task(
                 supervise("pool_manager", lambda: manager.run(self.stop_event), self.stop_event, self.metrics)
             )
+            spool_task = asyncio.create_task(
+                supervise(
+                    "del_spool",
+                    lambda: drain_forever(service, s.ipamd_socket, self.stop_event),
+                    self.stop_event,
+                    None,
+                )
+            )
             await self.stop_event.wait()
             log.info("daemon_stopping", grace_seconds=s.shutdown_timeout)
             self.serving = False
             await rpc.stop(s.shutdown_timeout)
-            manager_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await manager_task
+            for task in (manager_task, spool_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         finally:
             self.serving = False
             for stop in stops:

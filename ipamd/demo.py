@@ -1,8 +1,10 @@
 """``cloud-cni demo``: the real daemon on the simulated cloud, driven through a node's day.
 
 The daemon runs as its own process (``python -m ipamd``) on a temporary socket with DATAPATH=none and
-the embedded ``sim`` cloud (m5.large limits, prefix delegation, 0.3 s per cloud call). The story: a
-burst scale-up of pods, churn, then scale-down to idle. Pool size and demand are sampled from the
+the embedded ``sim`` cloud (m5.large limits, prefix delegation, 0.3 s per cloud call). Every pod is
+set up and torn down by exec'ing the real CNI plugin (``cloud-cni-shim``) with CNI env and the
+network config on stdin, as a container runtime does. The story: a burst scale-up of pods, churn,
+then scale-down to idle. Pool size and demand are sampled from the
 introspection endpoint; the table at the end is read from the daemon's own metrics.
 """
 
@@ -24,8 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from ipamd.rpc.client import CniFailure, IpamClient, attachment
 
 DEMO_ENV = {
     "CLOUD_PROVIDER": "sim",
@@ -57,12 +57,14 @@ class Sample:
 @dataclass
 class Story:
     url: str
-    client: IpamClient
+    shim: Path
+    netconf: bytes
     start: float = field(default_factory=time.monotonic)
     samples: list[Sample] = field(default_factory=list)
     add_ms: list[float] = field(default_factory=list)
     failures: int = 0
-    running: set[str] = field(default_factory=set)
+    running: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     counter: int = 0
     idle: int = 0
@@ -84,27 +86,50 @@ class Story:
                 pass
             stop.wait(0.1)
 
+    def _shim(self, command: str, cid: str, pod: str) -> subprocess.CompletedProcess[bytes]:
+        """Exec the real CNI plugin as a container runtime does: CNI env + network config on stdin."""
+        env = {
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": cid,
+            "CNI_NETNS": f"/var/run/netns/{cid}" if command == "ADD" else "",
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": str(self.shim.parent),
+            "CNI_ARGS": ";".join(
+                (
+                    "IgnoreUnknown=1",
+                    "K8S_POD_NAMESPACE=demo",
+                    f"K8S_POD_NAME={pod}",
+                    f"K8S_POD_INFRA_CONTAINER_ID={cid}",
+                )
+            ),
+        }
+        return subprocess.run([str(self.shim)], input=self.netconf, env=env, capture_output=True, check=False)
+
     def add_pod(self) -> None:
         with self.lock:
             self.counter += 1
             cid = f"demo{self.counter:05d}"
         t0 = time.perf_counter()
-        try:
-            self.client.add(attachment(cid, pod=f"web-{self.counter}", namespace="demo"))
-        except CniFailure:
+        done = self._shim("ADD", cid, f"web-{self.counter}")
+        if done.returncode != 0:
             self.failures += 1
+            self.errors.append(done.stdout.decode(errors="replace").strip())
             return
         self.add_ms.append((time.perf_counter() - t0) * 1000)
+        json.loads(done.stdout)  # a CNI result, or the story stops here
         with self.lock:
-            self.running.add(cid)
+            self.running[cid] = f"web-{self.counter}"
 
     def del_pod(self) -> None:
         with self.lock:
             if not self.running:
                 return
-            cid = sorted(self.running)[0]
-            self.running.discard(cid)
-        self.client.delete(attachment(cid))
+            cid = min(self.running)
+            pod = self.running.pop(cid)
+        done = self._shim("DEL", cid, pod)
+        if done.returncode != 0:
+            self.failures += 1
+            self.errors.append(done.stdout.decode(errors="replace").strip())
 
     def wait_pool(self, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -183,8 +208,17 @@ def _run_story(
                 print("daemon did not become ready", file=sys.stderr)
                 return None
             time.sleep(0.05)
-    client = IpamClient(socket_path)
-    story = Story(url=url, client=client)
+    shim = Path(sys.executable).parent / "cloud-cni-shim"
+    netconf = json.dumps(
+        {
+            "cniVersion": "1.0.0",
+            "name": "cloud-cni",
+            "type": "cloud-cni",
+            "ipamdSocket": socket_path,
+            "logFile": str(log_path.parent / "shim.log"),
+        }
+    ).encode()
+    story = Story(url=url, shim=shim, netconf=netconf)
     stop = threading.Event()
     sampler = threading.Thread(target=story.sample_forever, args=(stop,), daemon=True)
     sampler.start()
@@ -212,7 +246,6 @@ def _run_story(
     finally:
         stop.set()
         sampler.join(2)
-        client.close()
     return story
 
 
@@ -233,6 +266,8 @@ def _report(story: Story, metrics_url: str, plot: str | None) -> int:
     if plot:
         _plot(story.samples, plot)
         print(f"\n  plot written to {plot}")
+    for error in story.errors[:5]:
+        print(f"  shim error: {error}")
     return 0 if story.failures == 0 else 1
 
 

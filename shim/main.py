@@ -1,40 +1,201 @@
-"""CNI plugin entry point. VERSION is answered here; the other verbs are forwarded to the daemon
-by the full shim (tracked in its own issue) and until then fail with CNI error 50."""
+"""The cloud-cni CNI plugin: a dispatch table, each verb parse -> one daemon call -> print.
+
+Exec'd by the container runtime once per CNI call, so it imports only the C modules it needs
+(no grpc, no protobuf, no json, no socket, no re: see docs/shim.md for the measured reasons).
+stdout carries only the CNI result or the CNI error JSON; logs go to the conflist ``logFile``.
+"""
 
 from __future__ import annotations
 
-import json
-import os
+import posix
 import sys
+import time
 
-SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
+from shim import cni, h2grpc, jsonlite, pb, spool
+
+SERVICE = "/cloudcni.v1.IpamBackend/"
+_TIMEOUT = {"ADD": 60.0, "DEL": 30.0, "CHECK": 30.0, "GC": 60.0, "STATUS": 10.0}
+
+# gRPC status -> CNI code when the daemon sent no cni-code trailer.
+_UNAVAILABLE, _DEADLINE_EXCEEDED, _RESOURCE_EXHAUSTED = 14, 4, 8
 
 
-def _print(obj: dict[str, object]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+class _Log:
+    """One JSON line per call, appended to the log file; never stdout; failures to log are ignored."""
+
+    def __init__(self) -> None:
+        self.path = cni.DEFAULT_LOG_FILE
+        self.fields: dict[str, object] = {}
+        self.started = time.monotonic()
+
+    def write(self, **fields: object) -> None:
+        record = {"ts": time.time(), **self.fields, **fields}
+        record["ms"] = round((time.monotonic() - self.started) * 1000, 2)
+        line = (jsonlite.dumps(record) + "\n").encode()
+        try:
+            fd = posix.open(
+                self.path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o600
+            )
+        except FileNotFoundError:
+            try:
+                posix.mkdir(self.path.rpartition("/")[0], 0o755)
+                fd = posix.open(
+                    self.path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o600
+                )
+            except OSError:
+                return
+        except OSError:
+            return
+        try:
+            posix.write(fd, line)
+        except OSError:
+            pass
+        finally:
+            posix.close(fd)
+
+
+def _call(inv: cni.Invocation, method: str, request: bytes) -> bytes:
+    """One unary call to the daemon; daemon errors become CniError with the daemon's CNI code."""
+    try:
+        return h2grpc.unary_call(inv.ipamd_socket, SERVICE + method, request, timeout=_TIMEOUT[inv.command])
+    except h2grpc.GrpcError as err:
+        code = err.metadata.get("cni-code", "")
+        if code.isdigit():
+            raise cni.CniError(
+                int(code), err.message, f"daemon answered {method} with gRPC status {err.status}"
+            ) from None
+        if err.status in (_UNAVAILABLE, _DEADLINE_EXCEEDED, _RESOURCE_EXHAUSTED):
+            raise cni.CniError(cni.TRY_AGAIN_LATER, err.message, f"gRPC status {err.status}") from None
+        raise cni.CniError(cni.INTERNAL, err.message, f"gRPC status {err.status}") from None
+
+
+def _unreachable(inv: cni.Invocation, err: h2grpc.Unavailable) -> str:
+    return f"the cloud-cni daemon is not reachable on {inv.ipamd_socket}: {err.reason}"
+
+
+def cmd_add(inv: cni.Invocation, log: _Log) -> str:
+    try:
+        reply = _call(inv, "Add", pb.encode_add_request(inv))
+    except h2grpc.Unavailable as err:
+        raise cni.CniError(cni.TRY_AGAIN_LATER, _unreachable(inv, err), "try again later") from None
+    result = pb.decode_add_reply(reply)
+    log.fields["ip"] = result["ip"]
+    return cni.add_result(inv, result)
+
+
+def cmd_del(inv: cni.Invocation, log: _Log) -> str:
+    request = pb.encode_del_request(inv, reason="cni-del")
+    try:
+        _call(inv, "Del", request)
+        return ""
+    except h2grpc.Unavailable as err:
+        reason = _unreachable(inv, err)
+    except cni.CniError as err:
+        if err.code in (cni.INVALID_ENV, cni.INVALID_CONFIG, cni.DECODE_FAILED):
+            raise  # the request itself is wrong: queueing it would not help
+        reason = f"daemon error {err.code}: {err.msg}"
+    # DEL must never keep a pod from terminating: queue it durably and succeed.
+    path = spool.enqueue(
+        inv.ipamd_socket, f"{inv.network_name}.{inv.container_id}.{inv.ifname}", spool_entry(inv)
+    )
+    log.fields.update(spooled=path, reason=reason)
+    return ""
+
+
+def spool_entry(inv: cni.Invocation) -> bytes:
+    entry = {
+        "version": spool.SPOOL_VERSION,
+        "network": inv.network_name,
+        "containerID": inv.container_id,
+        "ifName": inv.ifname,
+        "netns": inv.netns,
+        "podNamespace": inv.pod_namespace,
+        "podName": inv.pod_name,
+        "podUID": inv.pod_uid,
+        "prevResult": inv.prev_result_json,
+        "queuedAt": time.time(),
+    }
+    return jsonlite.dumps(entry).encode()
+
+
+def cmd_check(inv: cni.Invocation, log: _Log) -> str:
+    try:
+        _call(inv, "Check", pb.encode_check_request(inv))
+    except h2grpc.Unavailable as err:
+        raise cni.CniError(cni.TRY_AGAIN_LATER, _unreachable(inv, err), "try again later") from None
+    return ""
+
+
+def cmd_gc(inv: cni.Invocation, log: _Log) -> str:
+    if inv.valid_attachments is None:
+        log.fields["skipped"] = "no cni.dev/valid-attachments"
+        return ""  # the spec: without the key, GC does nothing
+    try:
+        reply = pb.decode_gc_reply(_call(inv, "Gc", pb.encode_gc_request(inv)))
+    except h2grpc.Unavailable as err:
+        raise cni.CniError(cni.TRY_AGAIN_LATER, _unreachable(inv, err), "try again later") from None
+    log.fields["released"] = reply["released"]
+    return ""
+
+
+def cmd_status(inv: cni.Invocation, log: _Log) -> str:
+    try:
+        reply = pb.decode_status_reply(_call(inv, "Status", pb.encode_status_request(inv)))
+    except h2grpc.Unavailable as err:
+        raise cni.CniError(cni.NOT_AVAILABLE, _unreachable(inv, err), "") from None
+    except cni.CniError as err:
+        raise cni.CniError(cni.NOT_AVAILABLE, err.msg, err.details) from None
+    if not reply["ready"]:
+        raise cni.CniError(cni.NOT_AVAILABLE, reply["message"] or "the daemon cannot serve ADD now", "")
+    return ""
+
+
+def cmd_version(inv: cni.Invocation, log: _Log) -> str:
+    return cni.version_json(inv.cni_version)
+
+
+HANDLERS = {
+    "ADD": cmd_add,
+    "DEL": cmd_del,
+    "CHECK": cmd_check,
+    "GC": cmd_gc,
+    "STATUS": cmd_status,
+    "VERSION": cmd_version,
+}
+
+
+def _environ() -> dict[str, str]:
+    return {
+        k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
+        for k, v in posix.environ.items()
+    }
+
+
+def run(env: dict[str, str], stdin: bytes) -> tuple[int, str]:
+    """The whole plugin as a function: (exit code, stdout text)."""
+    log = _Log()
+    version = cni.LATEST_VERSION
+    try:
+        inv = cni.parse(env, stdin)
+        version = inv.cni_version
+        log.path = inv.log_file
+        log.fields.update(cmd=inv.command, container_id=inv.container_id, ifname=inv.ifname)
+        out = HANDLERS[inv.command](inv, log)
+    except cni.CniError as err:
+        version = err.cni_version or version
+        log.write(result="error", code=err.code, msg=err.msg)
+        return 1, cni.error_json(err, version)
+    except Exception as exc:  # a bug: still CNI error JSON on stdout, never a traceback
+        internal = cni.CniError(cni.INTERNAL, f"internal error: {type(exc).__name__}: {exc}", "")
+        log.write(result="error", code=internal.code, msg=internal.msg)
+        return 1, cni.error_json(internal, version)
+    log.write(result="ok")
+    return 0, out
 
 
 def main() -> int:
-    command = os.environ.get("CNI_COMMAND", "")
-    try:
-        config = json.loads(sys.stdin.read() or "{}")
-    except ValueError:
-        config = {}
-    version = config.get("cniVersion", "1.0.0") if isinstance(config, dict) else "1.0.0"
-    if command == "VERSION":
-        _print({"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)})
-        return 0
-    _print(
-        {
-            "cniVersion": version,
-            "code": 50,
-            "msg": f"CNI_COMMAND {command or '(unset)'} is not served by this build of cloud-cni",
-            "details": "only VERSION is implemented so far",
-        }
-    )
-    return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    code, out = run(_environ(), sys.stdin.buffer.read())
+    if out:
+        sys.stdout.write(out if out.endswith("\n") else out + "\n")
+        sys.stdout.flush()
+    return code

@@ -33,7 +33,7 @@ class Call:
 def container_id(value: str) -> ContainerID:
     if not value:
         raise RequestError("CNI_CONTAINERID", "required, must not be empty")
-    if len(value) > _MAX_ID or not _ID.match(value):
+    if len(value) > _MAX_ID or not _ID.fullmatch(value):
         raise RequestError("CNI_CONTAINERID", f"{value[:80]!r} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
     return ContainerID(value)
 
@@ -53,7 +53,7 @@ def ifname(value: str) -> IfName:
 def network_name(value: str) -> str:
     if not value:
         raise RequestError("name", "the network name (conflist 'name') is required")
-    if len(value) > _MAX_ID or not _ID.match(value):
+    if len(value) > _MAX_ID or not _ID.fullmatch(value):
         raise RequestError("name", f"network name {value[:80]!r} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
     return value
 

@@ -55,3 +55,12 @@ class CloudProvider(Protocol):
     def release_prefixes(self, interface_id: InterfaceId, prefixes: list[str]) -> None:
         """Remove prefixes. Prefixes already gone are not an error."""
         ...
+
+
+class LeakSweeping(Protocol):
+    """A provider that can find interfaces it created and lost (a crash between create and attach,
+    a node terminated without DeleteOnTermination): available, tagged for this cluster, old."""
+
+    def leaked_interfaces(self, *, older_than: float, own_only: bool = False) -> list[str]: ...
+
+    def delete_leaked(self, interface_ids: list[str]) -> int: ...

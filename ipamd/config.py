@@ -119,6 +119,70 @@ def _cidr(raw: str) -> str:
     return str(net)
 
 
+def _url(raw: str) -> str:
+    value = raw.strip()
+    scheme, sep, rest = value.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or any(c.isspace() for c in value):
+        raise ValueError("an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _aws_region(raw: str) -> str:
+    value = raw.strip()
+    parts = value.split("-")
+    if (
+        len(parts) < 3
+        or not parts[-1].isdigit()
+        or not all(p.isalnum() for p in parts)
+        or value != value.lower()
+    ):
+        raise ValueError("an AWS Region name such as us-east-1")
+    return value
+
+
+def _aws_ids(prefix: str, *, many: bool) -> Callable[[str], Any]:
+    def check(item: str) -> str:
+        body = item.removeprefix(prefix)
+        if not item.startswith(prefix) or not body or not all(c in "0123456789abcdef" for c in body):
+            raise ValueError(f"{'a comma-separated list of ' if many else 'an '}id(s) like {prefix}0123abcd")
+        return item
+
+    def parse(raw: str) -> Any:
+        items = [item.strip() for item in raw.split(",") if item.strip()]
+        if not many:
+            if len(items) != 1:
+                raise ValueError(f"one id like {prefix}0123abcd")
+            return check(items[0])
+        if not items or len(items) > 16:
+            raise ValueError(f"1 to 16 comma-separated ids like {prefix}0123abcd")
+        return tuple(check(item) for item in items)
+
+    return parse
+
+
+def _tags(raw: str) -> dict[str, str]:
+    import json
+
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ValueError('a JSON object of string tags, e.g. {"team": "net"}') from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError('a JSON object of string tags, e.g. {"team": "net"}')
+    reserved = [
+        k
+        for k in value
+        if k.startswith(("aws:", "node.k8s.amazonaws.com/", "cluster.k8s.amazonaws.com/", "cloud-cni/"))
+    ]
+    if reserved or len(value) > 40 or any(len(k) > 128 or len(v) > 256 for k, v in value.items()):
+        raise ValueError(
+            "at most 40 tags, keys <= 128 and values <= 256 characters, none of the reserved prefixes"
+        )
+    return dict(value)
+
+
 def _instance_type(raw: str) -> str:
     from ipamd.cloud.sim import INSTANCE_TYPES  # the sim's table is the one list of simulated types
 
@@ -184,6 +248,22 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SHUTDOWN_TIMEOUT", "shutdown_timeout", "10", _seconds,
              "Seconds SIGTERM waits for in-flight calls before the daemon exits."),
     Variable("LOG_LEVEL", "log_level", "info", _choice(LOG_LEVELS), "debug, info, warning or error."),
+    Variable("AWS_REGION", "aws_region", None, _aws_region,
+             "aws only: the Region. Unset: from the instance metadata (placement/region)."),
+    Variable("AWS_ENDPOINT_URL", "aws_endpoint_url", None, _url,
+             "aws only: EC2 API endpoint override (tests use a local emulator). Unset: the Region's."),
+    Variable("AWS_EC2_METADATA_SERVICE_ENDPOINT", "aws_imds_endpoint", None, _url,
+             "aws only: instance metadata endpoint. Unset: http://169.254.169.254."),
+    Variable("ENI_SUBNET_ID", "eni_subnet_id", None, _aws_ids("subnet-", many=False),
+             "aws only: subnet for new ENIs. Unset: the node's primary ENI's subnet."),
+    Variable("ENI_SECURITY_GROUPS", "eni_security_groups", None, _aws_ids("sg-", many=True),
+             "aws only: comma-separated security groups for new ENIs. Unset: the primary ENI's."),
+    Variable("ADDITIONAL_ENI_TAGS", "additional_eni_tags", None, _tags,
+             "aws only: JSON object of extra tags on every ENI the daemon creates."),
+    Variable("ENI_ATTACH_TIMEOUT", "eni_attach_timeout", "30", _seconds,
+             "aws only: seconds to wait for a new ENI to attach before it is deleted again."),
+    Variable("LEAKED_ENI_CLEANUP_INTERVAL", "leaked_eni_cleanup_interval", "3600", _seconds,
+             "Seconds between sweeps for leaked (available, > 5 min old) interfaces of the cluster; 0: off."),
     Variable("SIM_STATE_PATH", "sim_state_path", None, _path,
              "sim only: the simulated cloud's state file. Unset: next to CHECKPOINT_PATH."),
     Variable("SIM_INSTANCE_TYPE", "sim_instance_type", "m5.large", _instance_type,
@@ -222,6 +302,14 @@ class Settings:
     reconcile_interval: float = 60.0
     shutdown_timeout: float = 10.0
     log_level: str = "info"
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
+    aws_imds_endpoint: str | None = None
+    eni_subnet_id: str | None = None
+    eni_security_groups: tuple[str, ...] | None = None
+    additional_eni_tags: dict[str, str] | None = None
+    eni_attach_timeout: float = 30.0
+    leaked_eni_cleanup_interval: float = 3600.0
     sim_state_path: str | None = None
     sim_instance_type: str = "m5.large"
     sim_subnet_cidr: str = "10.0.0.0/22"

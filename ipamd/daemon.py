@@ -22,13 +22,13 @@ from typing import Any
 
 import structlog
 
-from ipamd import checkpoint, spool
+from ipamd import checkpoint, leaks, spool
 from ipamd.cloud.base import CloudProvider
 from ipamd.cloud.factory import make_provider
 from ipamd.cloud.limiter import CloudCaller, RetryPolicy, TokenBucket
 from ipamd.config import Settings
 from ipamd.datapath.base import Datapath, NoDatapath
-from ipamd.errors import ConfigError
+from ipamd.errors import CloudError, ConfigError
 from ipamd.manager import PoolManager
 from ipamd.metrics import LoopReader, Metrics
 from ipamd.pool.datastore import Datastore
@@ -114,7 +114,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
         datapath = make_datapath(s)
-        provider = self.provider or make_provider(s)
+        provider = self.provider if self.provider is not None else await asyncio.to_thread(make_provider, s)
         caller = CloudCaller(
             TokenBucket(s.cloud_api_rate, s.cloud_api_burst), RetryPolicy(), observer=self.metrics
         )
@@ -138,6 +138,10 @@ class Daemon:
         loaded = checkpoint.load(path, now=self.clock())
         for problem in loaded.problems:
             log.error("checkpoint_problem", path=str(path), problem=problem)
+        try:  # interfaces this node created and lost in a crash between create and attach
+            await leaks.sweep_once(provider, caller, min_age=0, own_only=True, metrics=self.metrics)
+        except CloudError as exc:
+            log.warning("startup_leak_sweep_failed", error=str(exc))
         views = await asyncio.to_thread(caller.call, "list_interfaces", provider.list_interfaces)
         sync = store.sync_interfaces(views, now=self.clock())
         report = store.restore(loaded.snapshot, now=self.clock())
@@ -216,6 +220,15 @@ class Daemon:
             manager_task = asyncio.create_task(
                 supervise("pool_manager", lambda: manager.run(self.stop_event), self.stop_event, self.metrics)
             )
+            sweep_task = asyncio.create_task(
+                leaks.sweep_forever(
+                    provider,
+                    caller,
+                    interval=s.leaked_eni_cleanup_interval,
+                    stop=self.stop_event,
+                    metrics=self.metrics,
+                )
+            )
             spool_task = asyncio.create_task(
                 supervise(
                     "del_spool",
@@ -228,7 +241,7 @@ class Daemon:
             log.info("daemon_stopping", grace_seconds=s.shutdown_timeout)
             self.serving = False
             await rpc.stop(s.shutdown_timeout)
-            for task in (manager_task, spool_task):
+            for task in (manager_task, spool_task, sweep_task):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -162,6 +162,11 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.leaked_interfaces_deleted = Counter(
+            "cloudcni_leaked_interfaces_deleted",
+            "Leaked interfaces of this cluster found and deleted",
+            registry=r,
+        )
         self.manager_restarts = Counter(
             "cloudcni_manager_restarts", "Pool manager loop crashes that were restarted", registry=r
         )

@@ -1,5 +1,7 @@
-"""Build the configured provider. SDK-backed providers are imported only when selected, so a node
-running one cloud never pays the import time or memory of the other's SDK."""
+"""Build the configured provider (it may call the cloud: run it off the event loop).
+
+SDK-backed providers are imported only when selected, so a node running one cloud never pays the
+import time or memory of the other's SDK."""
 
 from __future__ import annotations
 
@@ -23,8 +25,12 @@ def make_provider(settings: Settings) -> CloudProvider:
             )
         except ValueError as exc:
             raise ConfigError("SIM_STATE_PATH", settings.effective_sim_state_path, str(exc)) from None
+    if settings.cloud_provider == "aws":
+        from ipamd.cloud.aws import factory as aws
+
+        return aws.make(settings)
     raise ConfigError(
         "CLOUD_PROVIDER",
         settings.cloud_provider,
-        "this build serves sim only so far; the aws and azure providers are tracked in their own issues",
+        "this build serves sim and aws; the azure provider is tracked in its own issue",
     )

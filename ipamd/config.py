@@ -235,6 +235,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Tagged on every cloud resource the daemon creates."),
     Variable("POOL_RELEASE_DELAY", "pool_release_delay", "30", _seconds,
              "Hysteresis: the pool shrinks only after this many seconds without growing or shrinking."),
+    Variable("POOL_MIN_ACTION_INTERVAL", "pool_min_action_interval", "0", _seconds,
+             "Least seconds between two pool batches (0: react at once; the reference paces at 5)."),
     Variable("ADD_WAIT_TIMEOUT", "add_wait_timeout", "5", _seconds,
              "How long an ADD waits for the pool to grow when it is empty, before CNI error 11."),
     Variable("CLOUD_API_RATE", "cloud_api_rate", "5", _positive_rate,
@@ -295,6 +297,7 @@ class Settings:
     max_pods: int | None = None
     cluster_name: str = ""
     pool_release_delay: float = 30.0
+    pool_min_action_interval: float = 0.0
     add_wait_timeout: float = 5.0
     cloud_api_rate: float = 5.0
     cloud_api_burst: int = 10

@@ -186,6 +186,7 @@ class Daemon:
             growth_pause=s.growth_pause,
             reconcile_interval=s.reconcile_interval,
             metrics=self.metrics,
+            min_action_interval=s.pool_min_action_interval,
         )
         service = IpamService(
             store=store,

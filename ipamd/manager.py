@@ -62,8 +62,10 @@ class PoolManager:
         growth_pause: float = 120.0,
         reconcile_interval: float = 60.0,
         metrics: Metrics | None = None,
+        min_action_interval: float = 0.0,
     ) -> None:
         self.store = store
+        self.min_action_interval = min_action_interval
         self.provider = provider
         self.caller = caller
         self.targets = targets
@@ -140,17 +142,21 @@ class PoolManager:
             now = self.clock()
             if now >= self.next_reconcile_at:
                 await self.reconcile()
+            started = self.clock()
             acted = await self.step()
             if acted:
-                delay = self._failure_delay()
-                if delay:
-                    await self._sleep(delay, stop)
+                # Back off after failures; and never start batches closer than min_action_interval.
+                delay = max(self._failure_delay(), started + self.min_action_interval - self.clock())
+                if delay > 0:
+                    await self._sleep(delay, stop, wakeable=False)
                 continue
             await self._sleep(self._idle_timeout(self.clock()), stop)
 
-    async def _sleep(self, timeout: float, stop: asyncio.Event) -> None:
+    async def _sleep(self, timeout: float, stop: asyncio.Event, *, wakeable: bool = True) -> None:
         self._wake.clear()
-        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        waiters = [asyncio.ensure_future(stop.wait())]
+        if wakeable:
+            waiters.append(asyncio.ensure_future(self._wake.wait()))
         try:
             await asyncio.wait(waiters, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -304,6 +304,7 @@ def introspection_routes(
         }
 
     def assignments() -> list[dict[str, Any]]:
+        orphaned = {a.key for a in store.orphaned()}  # the address vanished from the cloud
         return [
             {
                 "network": a.key.network,
@@ -314,6 +315,7 @@ def introspection_routes(
                 "pod": {"namespace": a.pod.namespace, "name": a.pod.name, "uid": a.pod.uid},
                 "netns": a.netns,
                 "assigned_at": a.assigned_at,
+                "orphaned": a.key in orphaned,
             }
             for a in store.assignments()
         ]

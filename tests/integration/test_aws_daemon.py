@@ -224,3 +224,35 @@ def test_missing_permission_pauses_growth_and_names_the_action(aws: Callable[...
         time.sleep(0.2)
     assert events and events[0].get("missing_permission") == "ec2:AssignPrivateIpAddresses", events
     assert "cloudcni_pool_growth_paused 1.0" in node.daemon.metrics()
+
+
+def test_reconcile_adopts_and_flags_out_of_band_changes(aws: Callable[..., AwsNode]) -> None:
+    node = aws(WARM_IP_TARGET="2", RECONCILE_INTERVAL="1")
+    node.settle((1, 2))
+    [pod_ip] = node.add_pods(1)
+    node.settle((1, 3))
+    ec2 = node.moto.client()
+    # Someone removes the pod's address behind the daemon's back, and adds two others.
+    ec2.unassign_private_ip_addresses(
+        NetworkInterfaceId=node.node.primary_eni, PrivateIpAddresses=[pod_ip.split("/")[0]]
+    )
+    ec2.assign_private_ip_addresses(
+        NetworkInterfaceId=node.node.primary_eni, SecondaryPrivateIpAddressCount=2
+    )
+    deadline = time.monotonic() + 20
+    flagged: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        flagged = [a for a in node.daemon.get("/v1/assignments") if a["orphaned"]]
+        if flagged:
+            break
+        time.sleep(0.2)
+    assert [a["container_id"] for a in flagged] == ["pod0000"]
+    assert "cloudcni_lost_assignments_total 1.0" in node.daemon.metrics()
+    assert any(e.get("event") == "assigned_ip_vanished" for e in node.daemon.events())
+    pool = node.daemon.get("/v1/pool")
+    held = {ip for iface in pool["interfaces"] for ip in iface["ips"]}
+    assert pod_ip.split("/")[0] not in held, "the vanished address left the pool"
+    ec2_ips = {
+        a["PrivateIpAddress"] for e in node.enis() for a in e["PrivateIpAddresses"] if not a["Primary"]
+    }
+    assert ec2_ips <= held, "addresses added out of band were adopted"

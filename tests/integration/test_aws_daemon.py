@@ -159,7 +159,7 @@ def test_reference_scenario_settles_to_the_expected_enis_and_ips(
 def test_scale_to_max_pods_and_back_returns_cloud_to_baseline(aws: Callable[..., AwsNode]) -> None:
     node = aws(WARM_ENI_TARGET="1")
     node.settle((1, 9))
-    ips = node.add_pods(27)
+    ips = node.add_pods(27, retry_for=60)
     assert len(set(ips)) == 27
     node.settle((3, 27))
     node.del_pods(27)

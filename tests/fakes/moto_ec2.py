@@ -7,6 +7,7 @@ itself and the tests cover what moto cannot.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -96,6 +97,7 @@ def moto_server() -> MotoEc2:
     with _lock:
         if _server is None:
             port = free_port()
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
             server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             server.start()
             _server = MotoEc2(endpoint=f"http://127.0.0.1:{port}", server=server)

@@ -146,7 +146,10 @@ class PoolManager:
             acted = await self.step()
             if acted:
                 # Back off after failures; and never start batches closer than min_action_interval.
-                delay = max(self._failure_delay(), started + self.min_action_interval - self.clock())
+                # Clamped to the interval: the clock is wall time, and a step back during the batch
+                # must not stall the pool for as long as the step.
+                paced = min(self.min_action_interval, started + self.min_action_interval - self.clock())
+                delay = max(self._failure_delay(), paced)
                 if delay > 0:
                     await self._sleep(delay, stop, wakeable=False)
                 continue

@@ -3,11 +3,18 @@
 The SDK under test talks real HTTP to 127.0.0.1; nothing reaches AWS. moto does not enforce ENI/IP
 limits, prefix delegation or subnet exhaustion (reference/lab-facts.md): the provider enforces limits
 itself and the tests cover what moto cannot.
+
+moto also picks every ENI address at random from the subnet without looking at what is taken, so one
+address can end up on two ENIs, or twice on one (30 addresses on a /20: 15 nodes in 100). EC2 never
+does that, and the daemon rightly refuses such a report, so ``moto_server()`` replaces moto's picker
+with one that never hands out an address twice until the next ``reset()``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import random
 import socket
 import threading
 from collections.abc import Iterator
@@ -15,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import moto.ec2.models.elastic_network_interfaces as moto_enis
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -53,6 +61,29 @@ class MotoEc2:
 
         req = urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")
         urllib.request.urlopen(req, timeout=10).close()
+        with _issued_lock:
+            _issued.clear()
+
+
+_moto_random_private_ip = moto_enis.random_private_ip
+_issued: set[tuple[str, str]] = set()  # (subnet CIDR, address) handed out since the last reset
+_issued_lock = threading.Lock()
+
+
+def _unique_private_ip(cidr: str | None = None, ipv6: bool = False) -> str:
+    """moto's ENI address picker, without repeats: a random address of the subnet's upper half not
+    handed out since the last reset (instances take theirs from the bottom of the subnet, in order)."""
+    if ipv6 or not cidr:
+        return str(_moto_random_private_ip(cidr, ipv6))
+    net = ipaddress.IPv4Network(cidr)
+    half = net.num_addresses // 2
+    with _issued_lock:
+        for _ in range(10 * half):
+            ip = str(net.network_address + half + random.randrange(half - 1))  # never the broadcast
+            if (cidr, ip) not in _issued:
+                _issued.add((cidr, ip))
+                return ip
+    raise RuntimeError(f"fake EC2: no address left in the upper half of {cidr}")
 
 
 @dataclass
@@ -98,6 +129,7 @@ def moto_server() -> MotoEc2:
         if _server is None:
             port = free_port()
             logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+            moto_enis.random_private_ip = _unique_private_ip
             server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             server.start()
             _server = MotoEc2(endpoint=f"http://127.0.0.1:{port}", server=server)

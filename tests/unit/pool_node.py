@@ -90,6 +90,7 @@ def make_node(
     retry: RetryPolicy | None = None,
     growth_pause: float = 120.0,
     reconcile_interval: float = 60.0,
+    min_action_interval: float = 0.0,
 ) -> Node:
     """A node as the daemon starts it: the cloud's interfaces synced into an empty datastore."""
     targets = targets or WarmPoolTargets()
@@ -115,6 +116,7 @@ def make_node(
         growth_pause=growth_pause,
         reconcile_interval=reconcile_interval,
         metrics=metrics,
+        min_action_interval=min_action_interval,
     )
     return Node(sim, store, manager, metrics, clock, backoffs)
 

@@ -106,6 +106,85 @@ def test_wake_makes_the_running_loop_grow_at_once_rather_than_after_its_idle_sle
     assert node.held() == [4]
 
 
+# --- pacing: min_action_interval (POOL_MIN_ACTION_INTERVAL) ------------------------------------
+
+
+def run_two_batches(
+    node: Node, monkeypatch: pytest.MonkeyPatch, *, batch_seconds: float
+) -> tuple[list[float], list[tuple[float, bool]]]:
+    """Run the real loop on the node's FakeClock until it has made two batches.
+
+    Each batch takes ``batch_seconds`` of fake time; right after the first, two ADDs take the warm
+    addresses (and wake the loop), so the second batch is due at once. The loop's sleeps advance the
+    fake clock instead of waiting. Returns the fake times the batches started and the sleeps
+    (seconds, wakeable) the loop took between them.
+    """
+    clock = node.clock
+    assert isinstance(clock, FakeClock)
+    manager = node.manager
+    stop = asyncio.Event()
+    starts: list[float] = []
+    sleeps: list[tuple[float, bool]] = []
+    step = manager.step
+
+    async def timed_step() -> bool:
+        began = clock()
+        acted = await step()
+        if acted:
+            starts.append(began)
+            clock.advance(batch_seconds)
+            if len(starts) == 1:
+                assign_pods(node, 2)
+                manager.wake()
+            else:
+                stop.set()
+        return acted
+
+    async def fake_sleep(timeout: float, _stop: asyncio.Event, *, wakeable: bool = True) -> None:
+        if len(starts) < 2:
+            sleeps.append((timeout, wakeable))
+        clock.advance(timeout)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(manager, "step", timed_step)
+    monkeypatch.setattr(manager, "_sleep", fake_sleep)
+    asyncio.run(asyncio.wait_for(manager.run(stop), 2.0))
+    assert len(starts) == 2
+    assert node.sim.calls["assign_ips"] == 2
+    assert node.held() == [4]
+    return starts, sleeps
+
+
+def test_min_action_interval_keeps_two_consecutive_batches_at_least_that_far_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node = make_node(targets=WarmPoolTargets(warm_ip=2), clock=FakeClock(), min_action_interval=5.0)
+    starts, sleeps = run_two_batches(node, monkeypatch, batch_seconds=2.0)
+    assert starts == [T0, T0 + 5.0]
+    assert starts[1] - starts[0] >= 5.0
+    # The batch took 2 s, so the loop waited the other 3 s; an ADD's wake does not cut that short.
+    assert sleeps == [(3.0, False)]
+
+
+def test_min_action_interval_zero_starts_the_next_batch_as_soon_as_one_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node = make_node(targets=WarmPoolTargets(warm_ip=2), clock=FakeClock(), min_action_interval=0.0)
+    starts, sleeps = run_two_batches(node, monkeypatch, batch_seconds=2.0)
+    assert starts == [T0, T0 + 2.0], "the second batch starts when the first ends"
+    assert sleeps == []
+
+
+def test_min_action_interval_waits_at_most_the_interval_when_the_clock_steps_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The manager's clock is wall time (cool-down deadlines are epoch seconds): an NTP step back of
+    # an hour during a batch must not hold the next batch back for an hour.
+    node = make_node(targets=WarmPoolTargets(warm_ip=2), clock=FakeClock(), min_action_interval=5.0)
+    _, sleeps = run_two_batches(node, monkeypatch, batch_seconds=-3600.0)
+    assert sleeps == [(5.0, False)]
+
+
 # --- hysteresis --------------------------------------------------------------------------------
 
 

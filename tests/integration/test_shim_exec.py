@@ -157,21 +157,27 @@ def test_verbs_need_their_minimum_version(
     ],
     ids=["no-id", "bad-id", "no-ifname", "long-ifname", "slash-ifname", "no-netns"],
 )
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK"])
 def test_missing_or_invalid_env_is_code_4_naming_it(
-    served: DaemonProcess, env: dict[str, str], needle: str
+    served: DaemonProcess, env: dict[str, str], needle: str, version: str, command: str
 ) -> None:
-    done = shim("ADD", netconf(served.socket), env=env)
+    if command == "DEL" and needle == "CNI_NETNS":
+        pytest.skip("DEL may have an empty CNI_NETNS: the lifecycle test covers it")
+    conf = netconf(served.socket, version, prevResult={"cniVersion": version, "ips": []})
+    done = shim(command, conf, env=env)
     assert_cni_error(done, 4, needle)
     assert served.get("/v1/pool")["assigned"] == 0
 
 
 @pytest.mark.parametrize(
     ("stdin", "code"),
-    [(b"", 6), (b"{not json", 6), (b"[]", 6), (b'{"cniVersion": "1.0.0"}', 7)],
+    [(b"", 6), (b"{not json", 6), (b"[]", 6), (b'{"cniVersion": "1.1.0"}', 7)],
     ids=["empty", "broken", "array", "no-name"],
 )
-def test_malformed_stdin(served: DaemonProcess, stdin: bytes, code: int) -> None:
-    done = shim("ADD", stdin)
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK", "GC", "STATUS"])
+def test_malformed_stdin(served: DaemonProcess, stdin: bytes, code: int, command: str) -> None:
+    done = shim(command, stdin)
     err = done.json
     assert done.code != 0 and err["code"] in (code, 6, 7)
 

@@ -86,8 +86,8 @@ class IpamService:
             self.store.unassign(call.key, now=self.clock())
             await self._durable()
             raise
-        iface = self.store.interface(assignment.interface_id)
-        return AddResult(assignment, wiring, iface.device_index if iface else 0)
+        device_index = self.store.device_index(assignment.interface_id)
+        return AddResult(assignment, wiring, device_index or 0)
 
     async def _assign(self, call: Call) -> Assignment:
         deadline = self.clock() + self.add_wait_timeout

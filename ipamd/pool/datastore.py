@@ -588,6 +588,11 @@ class Datastore:
         iface = self._interfaces.get(interface_id)
         return None if iface is None else _view_of(iface)
 
+    def device_index(self, interface_id: InterfaceId) -> int | None:
+        """The interface's device index, without building its view (the ADD path asks for it)."""
+        iface = self._interfaces.get(interface_id)
+        return None if iface is None else iface.view.device_index
+
     # --- internals: state transitions and indexes -------------------------------------------------
 
     def _interface(self, interface_id: InterfaceId) -> _Interface:

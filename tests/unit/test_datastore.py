@@ -186,6 +186,14 @@ def test_assign_choice_order(
     assert add(ds, "new").ip == expected
 
 
+def test_device_index_of_the_assigned_interface() -> None:
+    ds = store(iface(0), iface(2, ips("10.0.2.1", 2), device_index=5))
+    a = add(ds, "c1")
+    assert a.interface_id == eni(2)
+    assert ds.device_index(a.interface_id) == 5
+    assert ds.device_index(InterfaceId("eni-missing")) is None
+
+
 def test_assign_skips_cooling_address() -> None:
     ds = store(iface(0, ["10.0.0.1", "10.0.0.2"]))
     add(ds, "a")

@@ -200,6 +200,26 @@ class Variable:
     parse: Callable[[str], Any]
     doc: str
     required: bool = False
+    azure_default: str | None = None  # the default when CLOUD_PROVIDER=azure, if it differs
+
+
+# Warm-pool targets an operator may set. If any is set, the azure defaults of the others are not
+# applied (setting WARM_ENI_TARGET alone must mean warm-ENI mode, as on AWS).
+_POOL_MODE_VARS = ("WARM_ENI_TARGET", "WARM_IP_TARGET", "MINIMUM_IP_TARGET", "WARM_PREFIX_TARGET")
+
+
+def _guid(raw: str) -> str:
+    value = raw.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", value):
+        raise ValueError("a GUID such as 00000000-0000-0000-0000-000000000000")
+    return value
+
+
+def _https_url(raw: str) -> str:
+    value = _url(raw)
+    if not value.startswith("https://"):
+        raise ValueError("an https:// URL (ARM is only spoken over TLS)")
+    return value
 
 
 VARIABLES: tuple[Variable, ...] = (
@@ -218,9 +238,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WARM_ENI_TARGET", "warm_eni_target", "1", _int_at_least(0),
              "Free interfaces' worth of IPs to keep warm (ignored when WARM_IP/MINIMUM_IP set)."),
     Variable("WARM_IP_TARGET", "warm_ip_target", "0", _int_at_least(0),
-             "Free IPs to keep warm; 0 = unset. Replaces WARM_ENI_TARGET when set."),
+             "Free IPs to keep warm; 0 = unset. Replaces WARM_ENI_TARGET when set.", azure_default="8"),
     Variable("MINIMUM_IP_TARGET", "minimum_ip_target", "0", _int_at_least(0),
-             "IPs to hold at least; 0 = unset. Replaces WARM_ENI_TARGET when set."),
+             "IPs to hold at least; 0 = unset. Replaces WARM_ENI_TARGET when set.", azure_default="16"),
+    Variable("IP_BATCH_SIZE", "ip_batch_size", "1", _int_at_least(1),
+             "Warm-IP mode: IPs held move on multiples of this (CNS batchSize): one cloud write per batch.",
+             azure_default="16"),
     Variable("WARM_PREFIX_TARGET", "warm_prefix_target", "0", _int_at_least(0),
              "Free /28 prefixes to keep warm with prefix delegation; 0 = unset."),
     Variable("ENABLE_PREFIX_DELEGATION", "enable_prefix_delegation", "false", _bool,
@@ -238,9 +261,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("POOL_MIN_ACTION_INTERVAL", "pool_min_action_interval", "0", _seconds,
              "Least seconds between two pool batches (0: react at once; the reference paces at 5)."),
     Variable("ADD_WAIT_TIMEOUT", "add_wait_timeout", "5", _seconds,
-             "How long an ADD waits for the pool to grow when it is empty, before CNI error 11."),
+             "How long an ADD waits for the pool to grow when it is empty, before CNI error 11.",
+             azure_default="30"),
     Variable("CLOUD_API_RATE", "cloud_api_rate", "5", _positive_rate,
-             "Client-side limit on cloud API calls per second (token bucket refill)."),
+             "Client-side limit on cloud API calls per second (token bucket refill).", azure_default="1"),
     Variable("CLOUD_API_BURST", "cloud_api_burst", "10", _int_at_least(1),
              "Client-side token bucket size for cloud API calls."),
     Variable("GROWTH_PAUSE", "growth_pause", "120", _seconds,
@@ -266,6 +290,14 @@ VARIABLES: tuple[Variable, ...] = (
              "aws only: seconds to wait for a new ENI to attach before it is deleted again."),
     Variable("LEAKED_ENI_CLEANUP_INTERVAL", "leaked_eni_cleanup_interval", "3600", _seconds,
              "Seconds between sweeps for leaked (available, > 5 min old) interfaces of the cluster; 0: off."),
+    Variable("AZURE_ARM_ENDPOINT", "azure_arm_endpoint", "https://management.azure.com", _https_url,
+             "azure only: Azure Resource Manager endpoint (sovereign clouds; tests use a local fake)."),
+    Variable("AZURE_ARM_CA_BUNDLE", "azure_arm_ca_bundle", None, _path,
+             "azure only: PEM file of CAs trusted for AZURE_ARM_ENDPOINT. Unset: the system store."),
+    Variable("AZURE_IMDS_ENDPOINT", "azure_imds_endpoint", "http://169.254.169.254", _url,
+             "azure only: instance metadata endpoint (also the managed-identity token endpoint)."),
+    Variable("AZURE_CLIENT_ID", "azure_client_id", None, _guid,
+             "azure only: client id of the user-assigned managed identity. Unset: the system-assigned one."),
     Variable("SIM_STATE_PATH", "sim_state_path", None, _path,
              "sim only: the simulated cloud's state file. Unset: next to CHECKPOINT_PATH."),
     Variable("SIM_INSTANCE_TYPE", "sim_instance_type", "m5.large", _instance_type,
@@ -294,6 +326,7 @@ class Settings:
     enable_prefix_delegation: bool = False
     max_eni: int | None = None
     ip_cooldown_period: float = 30.0
+    ip_batch_size: int = 1
     max_pods: int | None = None
     cluster_name: str = ""
     pool_release_delay: float = 30.0
@@ -313,6 +346,10 @@ class Settings:
     additional_eni_tags: dict[str, str] | None = None
     eni_attach_timeout: float = 30.0
     leaked_eni_cleanup_interval: float = 3600.0
+    azure_arm_endpoint: str = "https://management.azure.com"
+    azure_arm_ca_bundle: str | None = None
+    azure_imds_endpoint: str = "http://169.254.169.254"
+    azure_client_id: str | None = None
     sim_state_path: str | None = None
     sim_instance_type: str = "m5.large"
     sim_subnet_cidr: str = "10.0.0.0/22"
@@ -324,17 +361,28 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Parse every variable of ``VARIABLES``; the first bad one raises ConfigError."""
         values: dict[str, Any] = {}
+        azure = (env.get("CLOUD_PROVIDER") or "").strip() == "azure"
+        mode_set = any((env.get(name) or "").strip() for name in _POOL_MODE_VARS)
         for var in VARIABLES:
             raw = env.get(var.name)
             if raw is None or raw.strip() == "":
                 if var.required:
                     raise ConfigError(var.name, raw or "", "required: " + var.doc)
-                values[var.field] = None if var.default is None else var.parse(var.default)
+                default = var.default
+                if azure and var.azure_default is not None and not (mode_set and var.name in _POOL_MODE_VARS):
+                    default = var.azure_default
+                values[var.field] = None if default is None else var.parse(default)
                 continue
             try:
                 values[var.field] = var.parse(raw)
             except ValueError as exc:
                 raise ConfigError(var.name, raw, "allowed: " + str(exc)) from None
+        if azure and values["enable_prefix_delegation"]:
+            raise ConfigError(
+                "ENABLE_PREFIX_DELEGATION",
+                env.get("ENABLE_PREFIX_DELEGATION", ""),
+                "false on azure: Azure NICs hold single secondary ipConfigurations, not /28 prefixes",
+            )
         return cls(**values)
 
     def targets(self) -> WarmPoolTargets:
@@ -348,6 +396,7 @@ class Settings:
             max_pods=self.max_pods,
             cooldown=self.ip_cooldown_period,
             release_delay=self.pool_release_delay,
+            ip_batch=self.ip_batch_size,
         )
 
     @property
@@ -374,6 +423,8 @@ def markdown_table() -> str:
             default = "unset"
         else:
             default = f"`{var.default}`" if var.default else "empty"
+        if var.azure_default is not None:
+            default += f" (`{var.azure_default}` on azure)"
         lines.append(f"| `{var.name}` | {default} | {var.doc} |")
     return "\n".join(lines) + "\n"
 

@@ -29,8 +29,8 @@ def make_provider(settings: Settings) -> CloudProvider:
         from ipamd.cloud.aws import factory as aws
 
         return aws.make(settings)
-    raise ConfigError(
-        "CLOUD_PROVIDER",
-        settings.cloud_provider,
-        "this build serves sim and aws; the azure provider is tracked in its own issue",
-    )
+    if settings.cloud_provider == "azure":
+        from ipamd.cloud.azure import factory as azure
+
+        return azure.make(settings)
+    raise ConfigError("CLOUD_PROVIDER", settings.cloud_provider, "aws, azure or sim")

@@ -19,13 +19,14 @@ injected (``clock``, ``sleep``, ``rng``) so tests exercise backoff without sleep
 
 from __future__ import annotations
 
+import email.utils
 import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -258,4 +259,26 @@ class CloudCaller:
             self._observer.on_call(operation, outcome_of(exc), seconds)
 
 
-__all__ = ["CallObserver", "CloudCaller", "RetryPolicy", "TokenBucket", "outcome_of"]
+def retry_after_seconds(headers: Mapping[str, Any]) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or bad."""
+    raw = None
+    for key, value in headers.items():
+        if str(key).lower() == "retry-after":
+            raw = str(value).strip()
+            break
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+__all__ = ["CallObserver", "CloudCaller", "RetryPolicy", "TokenBucket", "outcome_of", "retry_after_seconds"]

@@ -57,6 +57,9 @@ class InstanceLimits:
     max_interfaces: int
     ipv4_per_interface: int
     prefix_delegation: bool = False
+    # False where interfaces are part of the machine (Azure NICs): the pool never detaches one.
+    detachable_interfaces: bool = True
+    max_pods: int | None = None  # the platform's own pod limit, when the formula does not apply
 
     @property
     def secondary_per_interface(self) -> int:
@@ -65,7 +68,9 @@ class InstanceLimits:
 
     @property
     def default_max_pods(self) -> int:
-        """aws-vpc-cni's formula: ENIs x (IPv4 per ENI - 1) + 2."""
+        """``max_pods`` when the platform sets one, else aws-vpc-cni's formula: ENIs x (IPv4 per ENI - 1) + 2."""
+        if self.max_pods is not None:
+            return self.max_pods
         return self.max_interfaces * self.secondary_per_interface + 2
 
 
@@ -104,6 +109,7 @@ class WarmPoolTargets:
     max_pods: int | None = None
     cooldown: float = 30.0
     release_delay: float = 30.0
+    ip_batch: int = 1  # warm-IP mode without prefixes: grow and shrink in multiples of this
 
     @property
     def warm_ip_mode(self) -> bool:

@@ -18,6 +18,13 @@ the differences written down in docs/pool-policy.md. Summary:
   IPs (never in warm-ENI mode), highest interface and highest address first. A shrink never leaves
   the pool short, so the next plan never grows back what was just released.
 - Growth and shrink never share a plan; busy interfaces get no action; no interface gets two.
+- Batches (IP_BATCH_SIZE, warm-IP mode with secondary IPs): growth adds the shortfall rounded up to
+  a multiple of the batch; shrink releases down to the smallest multiple of the batch that still
+  leaves WARM_IP_TARGET free (and MINIMUM_IP_TARGET held). Free addresses so stay between
+  WARM_IP_TARGET and WARM_IP_TARGET + batch - 1 (Azure CNS's minFree/maxFree band), and one cloud
+  write serves a batch of pod starts.
+- Interfaces that are part of the machine (``InstanceLimits.detachable_interfaces`` False: Azure
+  NICs) are never detached.
 """
 
 from __future__ import annotations
@@ -75,6 +82,8 @@ class PoolTargetState:
     headroom: int  # addresses growth may still add before the held ones reach max pods
     growth_paused: bool
     release_allowed: bool  # release_delay has passed since the last increase and the last decrease
+    batch: int = 1  # addresses growth and release move in multiples of (warm-IP mode, secondary IPs)
+    detachable: bool = True  # interfaces may be detached when entirely free
 
     @property
     def low(self) -> bool:
@@ -104,8 +113,10 @@ def targets_summary(
     warm_ip, minimum_ip = max(targets.warm_ip, 0), max(targets.minimum_ip, 0)
 
     mode: PoolMode
+    batch = 1
     if targets.warm_ip_mode:
         mode, want, floor = "warm_ip", warm_ip, minimum_ip
+        batch = 1 if pd else max(targets.ip_batch, 1)
     elif pd and targets.warm_prefix > 0:
         mode, want, floor = "warm_prefix", PREFIX_SIZE * targets.warm_prefix, 0
     else:
@@ -133,6 +144,8 @@ def targets_summary(
             last is None or now - last >= targets.release_delay
             for last in (view.last_increase_at, view.last_decrease_at)
         ),
+        batch=batch,
+        detachable=limits.detachable_interfaces,
     )
 
 
@@ -184,6 +197,8 @@ def _grow(interfaces: Sequence[InterfaceUsage], state: PoolTargetState) -> list[
     aps = state.addresses_per_slot
     whole = state.mode == "warm_eni"  # the reference adds a full interface's worth in warm-ENI mode
     shortfall = state.short
+    if state.batch > 1:  # grow onto the batch grid
+        shortfall = max(shortfall, _batch_keep(state, state.held, state.available) - state.held)
     budget = math.ceil(state.headroom / aps)  # slots that keep the held addresses within max pods
 
     def amount(room: int) -> int:
@@ -231,7 +246,7 @@ def _shrink(interfaces: Sequence[InterfaceUsage], state: PoolTargetState) -> lis
     available, held = state.available, state.held
     detached: InterfaceUsage | None = None
     for i in reversed(interfaces):  # highest device index first: low interfaces stay packed
-        if i.primary or i.busy or not _entirely_free(i):
+        if not state.detachable or i.primary or i.busy or not _entirely_free(i):
             continue
         if still_at_target(available - i.free, held - i.total):
             detached = i
@@ -244,6 +259,8 @@ def _shrink(interfaces: Sequence[InterfaceUsage], state: PoolTargetState) -> lis
     rest = [i for i in reversed(interfaces) if i is not detached and not i.busy]
     if state.mode == "warm_ip":
         over = max(min(available - want, held - floor), 0)
+        if state.batch > 1:
+            over = min(over, max(held - _batch_keep(state, held, available), 0))
         if state.prefix_delegation:
             actions += _release_prefixes(rest, over // PREFIX_SIZE)
         else:
@@ -252,6 +269,12 @@ def _shrink(interfaces: Sequence[InterfaceUsage], state: PoolTargetState) -> lis
         free_prefixes = sum(len(i.releasable_prefixes) for i in interfaces if i is not detached)
         actions += _release_prefixes(rest, free_prefixes - want // PREFIX_SIZE)
     return actions
+
+
+def _batch_keep(state: PoolTargetState, held: int, available: int) -> int:
+    """The smallest multiple of the batch that leaves the warm target free and the minimum held."""
+    need = max(held - available + state.target_available, state.target_held)
+    return state.batch * math.ceil(need / state.batch)
 
 
 def _release_ips(interfaces: Sequence[InterfaceUsage], count: int) -> list[Action]:

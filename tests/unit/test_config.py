@@ -115,3 +115,64 @@ def test_every_variable_has_a_field_and_a_parseable_default() -> None:
 def test_configuration_doc_carries_the_generated_table() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text()
     assert markdown_table() in doc, "docs/configuration.md is stale: python -m ipamd.config > table"
+
+
+# --- azure defaults ------------------------------------------------------------------------------
+
+
+def test_azure_defaults_batch_like_cns() -> None:
+    s = Settings.from_env({"CLOUD_PROVIDER": "azure"})
+    assert s.targets() == WarmPoolTargets(warm_ip=8, minimum_ip=16, ip_batch=16, warm_eni=1)
+    assert (s.add_wait_timeout, s.cloud_api_rate, s.cloud_api_burst) == (30.0, 1.0, 10)
+    assert s.azure_arm_endpoint == "https://management.azure.com"
+    assert s.azure_imds_endpoint == "http://169.254.169.254"
+    aws = Settings.from_env({"CLOUD_PROVIDER": "aws"})
+    assert (aws.warm_ip_target, aws.minimum_ip_target, aws.ip_batch_size, aws.cloud_api_rate) == (
+        0,
+        0,
+        1,
+        5.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"WARM_ENI_TARGET": "1"}, (1, 0, 0, 16)),  # warm-ENI asked for: no azure warm-IP defaults
+        ({"WARM_IP_TARGET": "4"}, (1, 4, 0, 16)),  # one target set: the other is not defaulted
+        ({"MINIMUM_IP_TARGET": "30"}, (1, 0, 30, 16)),
+        ({"WARM_IP_TARGET": "4", "IP_BATCH_SIZE": "1"}, (1, 4, 0, 1)),
+        ({"IP_BATCH_SIZE": "8"}, (1, 8, 16, 8)),
+        ({"WARM_IP_TARGET": " "}, (1, 8, 16, 16)),  # blank counts as unset
+    ],
+)
+def test_an_operator_pool_target_switches_the_azure_pool_defaults_off(
+    env: dict[str, str], expected: tuple[int, int, int, int]
+) -> None:
+    s = Settings.from_env({"CLOUD_PROVIDER": "azure", **env})
+    assert (s.warm_eni_target, s.warm_ip_target, s.minimum_ip_target, s.ip_batch_size) == expected
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "allowed"),
+    [
+        ("AZURE_ARM_ENDPOINT", "http://management.azure.com", "https://"),
+        ("AZURE_ARM_ENDPOINT", "management.azure.com", "URL"),
+        ("AZURE_IMDS_ENDPOINT", "169.254.169.254", "URL"),
+        ("AZURE_CLIENT_ID", "not-a-guid", "GUID"),
+        ("AZURE_ARM_CA_BUNDLE", "relative.pem", "absolute"),
+        ("IP_BATCH_SIZE", "0", ">= 1"),
+        ("ENABLE_PREFIX_DELEGATION", "true", "false on azure"),
+    ],
+)
+def test_bad_azure_values_name_the_variable(var: str, value: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"CLOUD_PROVIDER": "azure", var: value})
+    assert var in str(err.value) and allowed in str(err.value)
+
+
+def test_azure_client_id_is_normalised() -> None:
+    s = Settings.from_env(
+        {"CLOUD_PROVIDER": "azure", "AZURE_CLIENT_ID": "0F0E0D0C-0000-4000-8000-00000000ABCD"}
+    )
+    assert s.azure_client_id == "0f0e0d0c-0000-4000-8000-00000000abcd"

@@ -46,6 +46,8 @@ T3_MEDIUM = InstanceLimits("t3.medium", 3, 6)
 T3_SMALL = InstanceLimits("t3.small", 3, 4)
 T3_SMALL_PD = InstanceLimits("t3.small", 3, 4, prefix_delegation=True)
 P3DN = InstanceLimits("p3dn.24xlarge", 15, 50)
+# An Azure VM with one NIC: 256 ipConfigurations, not detachable, AKS's 250-pod ceiling.
+AZURE = InstanceLimits("Standard_D4s_v3", 1, 256, detachable_interfaces=False, max_pods=250)
 
 GROWTH = (AssignIps, AssignPrefixes, AttachInterface)
 SHRINK = (ReleaseIps, ReleasePrefixes, DetachInterface)
@@ -314,6 +316,26 @@ SCENARIOS = [
     case("m5.large-pd-warm_prefix1-100pods-max_pods", M5_LARGE_PD, pd(warm_prefix=1), 100, (1, 112)),
     case("t3.small-pd-warm_eni1-0pods", T3_SMALL_PD, pd(), 0, (1, 48)),
     case("t3.small-pd-warm_eni1-5pods", T3_SMALL_PD, pd(), 5, (2, 96)),
+    # Azure defaults (WARM_IP 8, MINIMUM_IP 16, batch 16 = CNS batch 16 at 50%/150%): held addresses
+    # move in batches and free ones stay in 8..23
+    case("azure-defaults-0pods", AZURE, t(warm_ip=8, minimum_ip=16, ip_batch=16), 0, (1, 16)),
+    case("azure-defaults-5pods", AZURE, t(warm_ip=8, minimum_ip=16, ip_batch=16), 5, (1, 16)),
+    case("azure-defaults-8pods", AZURE, t(warm_ip=8, minimum_ip=16, ip_batch=16), 8, (1, 16)),
+    case("azure-defaults-9pods", AZURE, t(warm_ip=8, minimum_ip=16, ip_batch=16), 9, (1, 32)),
+    case("azure-defaults-30pods", AZURE, t(warm_ip=8, minimum_ip=16, ip_batch=16), 30, (1, 48)),
+    case("azure-defaults-240pods-max_pods", AZURE, t(warm_ip=8, minimum_ip=16, ip_batch=16), 240, (1, 250)),
+    case("azure-warm_ip5-batch10-12pods", AZURE, t(warm_ip=5, ip_batch=10), 12, (1, 20)),
+    case(
+        "azure-max_pods30-30pods", AZURE, t(warm_ip=8, minimum_ip=16, ip_batch=16, max_pods=30), 30, (1, 30)
+    ),
+    # a batch changes nothing in prefix mode (a prefix is already a batch)
+    case(
+        "t3.small-pd-warm1-min1-batch16-17pods",
+        T3_SMALL_PD,
+        pd(warm_ip=1, minimum_ip=1, ip_batch=16),
+        17,
+        (1, 32),
+    ),
     # prefix delegation asked for on an instance without it: planned in secondary-IP mode
     case("m5.large-pd-unsupported-5pods", M5_LARGE, pd(warm_prefix=1), 5, (2, 18)),
 ]
@@ -813,3 +835,67 @@ def test_any_history_settles_without_flapping(
     node = run(limits, targets, *pods)
     assert node.plan(NOW + 10**7) == []
     assert len(node.interfaces) <= min(limits.max_interfaces, targets.max_eni or limits.max_interfaces)
+
+
+# --- batches and fixed interfaces ------------------------------------------------------------------
+
+AZURE_DEFAULTS = WarmPoolTargets(warm_ip=8, minimum_ip=16, ip_batch=16)
+
+
+@pytest.mark.parametrize(
+    ("held", "assigned", "grows_by"),
+    [(16, 9, 16), (16, 16, 16), (0, 0, 16), (32, 31, 16), (16, 15, 16), (10, 10, 22), (248, 248, 2)],
+)
+def test_batch_growth_lands_on_a_multiple_of_the_batch(
+    held: int, assigned: int, grows_by: int
+) -> None:
+    actions = policy.plan(pool(usage(0, ips=held, assigned=assigned)), AZURE_DEFAULTS, AZURE, now=NOW)
+    assert actions == [AssignIps(InterfaceId("eni-0"), grows_by)]
+
+
+@pytest.mark.parametrize(
+    ("held", "assigned", "released"),
+    [(32, 9, 0), (32, 8, 16), (48, 30, 0), (48, 24, 16), (64, 5, 48), (26, 5, 10), (16, 0, 0), (250, 0, 234)],
+)
+def test_batch_release_keeps_the_smallest_batch_multiple_that_leaves_warm_free(
+    held: int, assigned: int, released: int
+) -> None:
+    actions = policy.plan(pool(usage(0, ips=held, assigned=assigned)), AZURE_DEFAULTS, AZURE, now=NOW)
+    assert sum(len(a.ips) for a in actions if isinstance(a, ReleaseIps)) == released
+    assert not [a for a in actions if isinstance(a, GROWTH)]
+
+
+@given(
+    held=st.integers(0, 250),
+    assigned=st.integers(0, 250),
+    warm=st.integers(0, 20),
+    minimum=st.integers(0, 40),
+    batch=st.integers(1, 32),
+)
+@settings(max_examples=300, deadline=None)
+def test_batch_plans_never_flap(held: int, assigned: int, warm: int, minimum: int, batch: int) -> None:
+    """After a shrink the next plan never grows, and after a growth the next plan never shrinks."""
+    assigned = min(assigned, held)
+    targets = WarmPoolTargets(warm_ip=warm, minimum_ip=minimum, ip_batch=batch, release_delay=0)
+    actions = policy.plan(pool(usage(0, ips=held, assigned=assigned)), targets, AZURE, now=NOW)
+    released = sum(len(a.ips) for a in actions if isinstance(a, ReleaseIps))
+    grown = sum(a.count for a in actions if isinstance(a, AssignIps))
+    after = held - released + grown
+    again = policy.plan(pool(usage(0, ips=after, assigned=assigned)), targets, AZURE, now=NOW)
+    if released:
+        assert not [a for a in again if isinstance(a, GROWTH)]
+    if grown:
+        assert not [a for a in again if isinstance(a, SHRINK)] or after >= AZURE.default_max_pods
+        assert after - assigned >= warm or after == AZURE.default_max_pods
+
+
+def test_interfaces_that_are_part_of_the_machine_are_never_detached() -> None:
+    view = pool(usage(0, ips=20, assigned=4), usage(1, ips=0))
+    limits = InstanceLimits("Standard_D8s_v3", 2, 256, detachable_interfaces=False, max_pods=250)
+    assert policy.plan(view, WarmPoolTargets(warm_ip=8), limits, now=NOW) == [
+        ReleaseIps(InterfaceId("eni-0"), tuple(f"10.0.0.{n}" for n in range(20, 12, -1)))
+    ]
+    detachable = dataclasses.replace(limits, detachable_interfaces=True)
+    assert DetachInterface(InterfaceId("eni-1")) in policy.plan(
+        view, WarmPoolTargets(warm_ip=8), detachable, now=NOW
+    )

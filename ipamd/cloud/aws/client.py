@@ -26,11 +26,8 @@ Messages carry the EC2 error code and message, never the request or the response
 
 from __future__ import annotations
 
-import email.utils
 import functools
-import math
 import threading
-import time
 from typing import Any
 
 import boto3
@@ -42,6 +39,7 @@ from botocore.exceptions import (
     HTTPClientError,
 )
 
+from ipamd.cloud.limiter import retry_after_seconds as _retry_after
 from ipamd.errors import (
     CloudError,
     CloudPermissionError,
@@ -164,28 +162,6 @@ def _int(value: object) -> int | None:
         return int(value)
     except ValueError:
         return None
-
-
-def _retry_after(headers: dict[str, Any]) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or bad."""
-    raw = None
-    for key, value in headers.items():
-        if str(key).lower() == "retry-after":
-            raw = str(value).strip()
-            break
-    if not raw:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 __all__ = ["error_code", "make_ec2_client", "translate"]

@@ -1,0 +1,1 @@
+"""The azure provider: NIC ipConfigurations through azure-mgmt-network / azure-mgmt-compute."""

@@ -180,7 +180,6 @@ class Arm:
 
         common: dict[str, Any] = {
             "base_url": endpoint,
-            "credential_scopes": [endpoint.rstrip("/") + "/.default"],
             "connection_verify": ca_bundle or True,
             "polling_interval": polling_interval,
             "retry_total": 0,

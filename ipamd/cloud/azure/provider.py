@@ -275,8 +275,11 @@ class AzureProvider:
         current = self._get_nic(op, nic)
         body = copy.deepcopy(current)
         configs = _configs(body)
-        subnet = {"id": _subnet_id(_primary_config(body))}
-        changed = self._apply(op, nic, configs, batch, lambda name: _nic_ipconfig(name, subnet))
+        primary = _primary_config(body)
+        subnet = {"id": _subnet_id(primary)}
+        # Security rules that name the primary's application security groups cover pods too (as Cilium).
+        asgs = (primary.get("properties") or {}).get("applicationSecurityGroups")
+        changed = self._apply(op, nic, configs, batch, lambda name: _nic_ipconfig(name, subnet, asgs))
         if not changed:
             return current
         self._check_vm_total(op, {nic: len(configs)})
@@ -492,16 +495,18 @@ def _ours(config: dict[str, Any]) -> bool:
     return str(config.get("name", "")).startswith(NAME_PREFIX) and not props.get("primary", False)
 
 
-def _nic_ipconfig(name: str, subnet: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "properties": {
-            "privateIPAllocationMethod": "Dynamic",
-            "privateIPAddressVersion": "IPv4",
-            "primary": False,
-            "subnet": dict(subnet),
-        },
+def _nic_ipconfig(name: str, subnet: dict[str, Any], asgs: Any = None) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "privateIPAllocationMethod": "Dynamic",
+        "privateIPAddressVersion": "IPv4",
+        "primary": False,
+        "subnet": dict(subnet),
     }
+    if isinstance(asgs, list) and asgs:
+        props["applicationSecurityGroups"] = [
+            {"id": a["id"]} for a in asgs if isinstance(a, dict) and "id" in a
+        ]
+    return {"name": name, "properties": props}
 
 
 def _vmss_ipconfig(name: str, subnet_id: str) -> dict[str, Any]:

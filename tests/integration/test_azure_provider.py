@@ -388,3 +388,46 @@ def test_scale_set_writes_are_conditional(azure_cloud: FakeArm, make: Callable[[
 def test_no_errors_inside_the_fake(azure_cloud: FakeArm, provider: AzureProvider, vm: Vm) -> None:
     provider.assign_ips(nic_id(vm), 3)
     assert azure_cloud.errors == []
+
+
+# --- identity and instance metadata ----------------------------------------------------------------
+
+
+def test_a_user_assigned_identity_asks_for_its_client_id(
+    azure_cloud: FakeArm, vm: Vm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    imds = azure_cloud.imds_for(vm)
+    monkeypatch.delenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", raising=False)
+    client_id = "0f0e0d0c-0000-4000-8000-00000000abcd"
+    credential = make_credential(client_id, imds.url)  # the token endpoint follows AZURE_IMDS_ENDPOINT
+    node = AzureImdsClient(imds.url).node()
+    arm = Arm(credential, node.subscription_id, endpoint=azure_cloud.arm_url, ca_bundle=azure_cloud.ca_path)
+    AzureProvider(arm, node)
+    assert imds.token_requests and all(r.get("client_id") == client_id for r in imds.token_requests)
+
+
+def test_no_token_no_start(azure_cloud: FakeArm, vm: Vm, monkeypatch: pytest.MonkeyPatch) -> None:
+    imds = azure_cloud.imds_for(vm)
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.url)
+    imds.token_fail(400, times=100)  # IMDS: "identity not found"
+    node = AzureImdsClient(imds.url).node()
+    arm = Arm(
+        make_credential(None, imds.url),
+        node.subscription_id,
+        endpoint=azure_cloud.arm_url,
+        ca_bundle=azure_cloud.ca_path,
+    )
+    with pytest.raises(TemporaryCloudError, match="token"):  # the daemon stops; the DaemonSet restarts it
+        AzureProvider(arm, node)
+    assert azure_cloud.count("GET", "virtualMachines") == 0  # nothing reached ARM without a token
+
+
+def test_imds_is_retried_on_5xx_and_needs_the_metadata_header(azure_cloud: FakeArm, vm: Vm) -> None:
+    imds = azure_cloud.imds_for(vm)
+    imds.fail_next(2, 500)
+    sleeps: list[float] = []
+    node = AzureImdsClient(imds.url, sleep=sleeps.append).node()
+    assert node.name == "node-1" and len(sleeps) == 2
+    imds.fail_next(1, 404)
+    with pytest.raises(PermanentCloudError):
+        AzureImdsClient(imds.url, sleep=sleeps.append).node()

@@ -68,7 +68,7 @@ class InstanceLimits:
 
     @property
     def default_max_pods(self) -> int:
-        """``max_pods`` when the platform sets one, else aws-vpc-cni's formula: ENIs x (IPv4 per ENI - 1) + 2."""
+        """``max_pods`` when the platform sets one, else aws-vpc-cni's: ENIs x (IPv4 per ENI - 1) + 2."""
         if self.max_pods is not None:
             return self.max_pods
         return self.max_interfaces * self.secondary_per_interface + 2

@@ -846,9 +846,7 @@ AZURE_DEFAULTS = WarmPoolTargets(warm_ip=8, minimum_ip=16, ip_batch=16)
     ("held", "assigned", "grows_by"),
     [(16, 9, 16), (16, 16, 16), (0, 0, 16), (32, 31, 16), (16, 15, 16), (10, 10, 22), (248, 248, 2)],
 )
-def test_batch_growth_lands_on_a_multiple_of_the_batch(
-    held: int, assigned: int, grows_by: int
-) -> None:
+def test_batch_growth_lands_on_a_multiple_of_the_batch(held: int, assigned: int, grows_by: int) -> None:
     actions = policy.plan(pool(usage(0, ips=held, assigned=assigned)), AZURE_DEFAULTS, AZURE, now=NOW)
     assert actions == [AssignIps(InterfaceId("eni-0"), grows_by)]
 

@@ -189,7 +189,10 @@ class AzureProvider:
             raise ValueError(f"count must be an int >= 1, got {count!r}")
         nic = self._own(interface_id)
         with self._lock:
-            names = self._unconfirmed.pop(nic, [])[:count]
+            pending = self._unconfirmed.pop(nic, [])
+            names = pending[:count]
+            if pending[count:]:  # kept for a later add; a reconcile adopts them meanwhile if they landed
+                self._unconfirmed[nic] = pending[count:]
         names += [new_name() for _ in range(count - len(names))]
         try:
             after = self._submit(_Change(nic=nic, add=tuple(names)))

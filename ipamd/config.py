@@ -215,6 +215,38 @@ def _guid(raw: str) -> str:
     return value
 
 
+def _cidrs(raw: str) -> tuple[str, ...]:
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    out = []
+    for item in items:
+        try:
+            out.append(str(ipaddress.IPv4Network(item, strict=True)))
+        except ValueError:
+            raise ValueError(
+                f"comma-separated IPv4 CIDRs such as 192.0.2.0/24,198.51.100.0/24 ({item!r} is not)"
+            ) from None
+    return tuple(out)
+
+
+def _veth_prefix(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"[a-z][a-z0-9]{0,3}", value):
+        raise ValueError(
+            "1 to 4 lowercase letters or digits, starting with a letter (host veth = prefix + 11 hex)"
+        )
+    return value
+
+
+def _mtu(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError("an integer MTU from 576 to 9001") from None
+    if not 576 <= value <= 9001:
+        raise ValueError("an integer MTU from 576 to 9001")
+    return value
+
+
 def _https_url(raw: str) -> str:
     value = _url(raw)
     if not value.startswith("https://"):
@@ -290,6 +322,18 @@ VARIABLES: tuple[Variable, ...] = (
              "aws only: seconds to wait for a new ENI to attach before it is deleted again."),
     Variable("LEAKED_ENI_CLEANUP_INTERVAL", "leaked_eni_cleanup_interval", "3600", _seconds,
              "Seconds between sweeps for leaked (available, > 5 min old) interfaces of the cluster; 0: off."),
+    Variable("POD_MTU", "pod_mtu", None, _mtu,
+             "linux datapath: MTU of pod veths. Unset: the primary interface's MTU."),
+    Variable("VETH_PREFIX", "veth_prefix", "ccni", _veth_prefix,
+             "linux datapath: host veth names are this prefix + 11 hex of sha1(container id/ifname)."),
+    Variable("EXTERNAL_SNAT", "external_snat", "false", _bool,
+             "linux datapath: true = no SNAT here (a NAT gateway does it); pods egress by their interface."),
+    Variable("EXCLUDE_SNAT_CIDRS", "exclude_snat_cidrs", "", _cidrs,
+             "linux datapath: comma-separated CIDRs reached without SNAT, besides the VPC/VNet CIDRs."),
+    Variable("SNAT_BACKEND", "snat_backend", "auto", _choice(("auto", "nftables", "iptables")),
+             "linux datapath: auto, nftables or iptables (docs/datapath.md: how auto chooses)."),
+    Variable("INTERFACE_LINK_TIMEOUT", "interface_link_timeout", "10", _seconds,
+             "linux datapath: seconds to wait for a newly attached interface's link to appear."),
     Variable("AZURE_ARM_ENDPOINT", "azure_arm_endpoint", "https://management.azure.com", _https_url,
              "azure only: Azure Resource Manager endpoint (sovereign clouds; tests use a local fake)."),
     Variable("AZURE_ARM_CA_BUNDLE", "azure_arm_ca_bundle", None, _path,
@@ -307,6 +351,8 @@ VARIABLES: tuple[Variable, ...] = (
              "sim only: seconds a mutating cloud call takes (jittered)."),
     Variable("SIM_THROTTLE_RATE", "sim_throttle_rate", None, _positive_rate,
              "sim only: the simulated cloud's own throttling refill rate; unset = no throttling."),
+    Variable("SIM_VPC_CIDR", "sim_vpc_cidr", "10.0.0.0/16", _cidr,
+             "sim only: the simulated VPC's CIDR (what the linux datapath does not SNAT)."),
     Variable("SIM_SEED", "sim_seed", "0", _int_at_least(0), "sim only: seed for ids and latency jitter."),
 )  # fmt: skip
 
@@ -346,6 +392,13 @@ class Settings:
     additional_eni_tags: dict[str, str] | None = None
     eni_attach_timeout: float = 30.0
     leaked_eni_cleanup_interval: float = 3600.0
+    pod_mtu: int | None = None
+    veth_prefix: str = "ccni"
+    external_snat: bool = False
+    exclude_snat_cidrs: tuple[str, ...] = ()
+    snat_backend: str = "auto"
+    interface_link_timeout: float = 10.0
+    sim_vpc_cidr: str = "10.0.0.0/16"
     azure_arm_endpoint: str = "https://management.azure.com"
     azure_arm_ca_bundle: str | None = None
     azure_imds_endpoint: str = "http://169.254.169.254"

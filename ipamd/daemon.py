@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,11 +44,23 @@ _MANAGER_MAX_RESTARTS = 5
 def make_datapath(settings: Settings) -> Datapath:
     if settings.datapath == "none":
         return NoDatapath()
+    if settings.datapath == "linux":
+        if not sys.platform.startswith("linux"):
+            raise ConfigError("DATAPATH", settings.datapath, "linux only on Linux nodes")
+        from ipamd.datapath.linux.datapath import LinuxDatapath
+
+        return LinuxDatapath(
+            veth_prefix=settings.veth_prefix,
+            pod_mtu=settings.pod_mtu,
+            external_snat=settings.external_snat,
+            exclude_snat_cidrs=settings.exclude_snat_cidrs,
+            snat_backend=settings.snat_backend,
+            link_timeout=settings.interface_link_timeout,
+        )
     raise ConfigError(
         "DATAPATH",
         settings.datapath,
-        "this build wires no pod network yet: use DATAPATH=none (IPAM only); "
-        "the linux and windows datapaths are tracked in their own issues",
+        "linux or none; the windows (HNS) datapath is not part of this build",
     )
 
 
@@ -167,6 +180,7 @@ class Daemon:
             cooling=report.cooling,
             quarantined=quarantined,
         )
+        await datapath.start(store.interfaces, tuple(provider.network_cidrs), store.assignments())
         committer = checkpoint.GroupCommitter(
             path,
             store.snapshot,
@@ -187,6 +201,7 @@ class Daemon:
             reconcile_interval=s.reconcile_interval,
             metrics=self.metrics,
             min_action_interval=s.pool_min_action_interval,
+            on_interfaces_changed=datapath.sync_interfaces,
         )
         service = IpamService(
             store=store,
@@ -253,6 +268,7 @@ class Daemon:
                     stop()
             await committer.close()
             rpc.remove_socket()
+            datapath.close()
         log.info("daemon_stopped")
         return 0
 

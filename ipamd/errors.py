@@ -8,6 +8,9 @@ CloudCniError
 │   └── AllocationNotFound      no assignment for that key (DEL/GC swallow it)
 ├── RequestError                a gRPC request failed validation (CNI 7 / 4)
 ├── InstallError                `cloud-cni install-shim` cannot put a working plugin on the node
+├── DatapathError               the pod network cannot be wired, checked or torn down (CNI 999)
+│   ├── InterfaceExists         CNI_IFNAME already exists in the pod netns
+│   └── NetnsNotFound           CNI_NETNS does not exist (CNI 4); never created
 └── CloudError                  anything a provider raises
     ├── TemporaryCloudError     retry with backoff (5xx, timeouts); ``retry_after`` hint
     │   └── ThrottledError      the cloud said slow down (RequestLimitExceeded, 429)
@@ -59,6 +62,18 @@ class RequestError(CloudCniError):
 
 class InstallError(CloudCniError):
     """The plugin cannot be installed as asked; nothing the node runs was changed."""
+
+
+class DatapathError(CloudCniError):
+    """The pod network could not be wired, checked or torn down as asked."""
+
+
+class InterfaceExists(DatapathError):
+    """CNI_IFNAME already exists in the pod's netns."""
+
+
+class NetnsNotFound(DatapathError):
+    """The network namespace the runtime named does not exist (it is never created)."""
 
 
 class CloudError(CloudCniError):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
@@ -37,6 +37,7 @@ from ipamd.pool.model import (
     DetachInterface,
     InstanceLimits,
     InterfaceId,
+    InterfaceView,
     ReleaseIps,
     ReleasePrefixes,
     WarmPoolTargets,
@@ -63,8 +64,10 @@ class PoolManager:
         reconcile_interval: float = 60.0,
         metrics: Metrics | None = None,
         min_action_interval: float = 0.0,
+        on_interfaces_changed: Callable[[list[InterfaceView]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
+        self.on_interfaces_changed = on_interfaces_changed
         self.min_action_interval = min_action_interval
         self.provider = provider
         self.caller = caller
@@ -241,6 +244,7 @@ class PoolManager:
                 log.info(
                     "interface_attached", interface=view.id, ips=len(view.ips), prefixes=len(view.prefixes)
                 )
+                await self._interfaces_changed()
                 await self._grown()
             case AssignIps(interface_id=iid, count=ip_count):
                 with self._busy(iid):
@@ -287,6 +291,7 @@ class PoolManager:
                     self.store.finish_detach(iid)
                 self.last_decrease_at = self.clock()
                 log.info("interface_detached", interface=iid)
+                await self._interfaces_changed()
 
     async def _grown(self) -> None:
         self.last_increase_at = self.clock()
@@ -353,6 +358,17 @@ class PoolManager:
             )
             if report.added_ips:
                 await self._grown()
+            if report.added_interfaces or report.removed_interfaces:
+                await self._interfaces_changed()
+
+    async def _interfaces_changed(self) -> None:
+        """Tell the datapath (set up new secondary interfaces, tear down removed ones)."""
+        if self.on_interfaces_changed is None:
+            return
+        try:
+            await self.on_interfaces_changed(self.store.interfaces())
+        except Exception as exc:  # the datapath retries on the next change or the first ADD
+            log.error("datapath_interface_sync_failed", error=str(exc))
 
 
 class _BusyMark:

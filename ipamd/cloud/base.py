@@ -18,6 +18,11 @@ from ipamd.pool.model import InstanceLimits, InterfaceId, InterfaceView
 class CloudProvider(Protocol):
     name: str
 
+    @property
+    def network_cidrs(self) -> tuple[str, ...]:
+        """The VPC / VNet CIDRs: destinations pods reach with their own address (no SNAT)."""
+        ...
+
     def instance_limits(self) -> InstanceLimits:
         """Limits of this node's instance type."""
         ...

@@ -18,6 +18,7 @@ def make_provider(settings: Settings) -> CloudProvider:
             return SimCloud(
                 instance_type=settings.sim_instance_type,
                 subnet_cidr=settings.sim_subnet_cidr,
+                vpc_cidr=settings.sim_vpc_cidr,
                 state_path=settings.effective_sim_state_path,
                 seed=settings.sim_seed,
                 latency=settings.sim_api_latency,

@@ -130,6 +130,7 @@ class SimCloud:
         *,
         instance_type: str = "m5.large",
         subnet_cidr: str = "10.0.0.0/22",
+        vpc_cidr: str = "10.0.0.0/16",
         state_path: str | os.PathLike[str] | None = None,
         seed: int = 0,
         latency: float = 0.0,
@@ -152,6 +153,14 @@ class SimCloud:
             ) from None
         if subnet.prefixlen > 28:
             raise ValueError(f"subnet_cidr must be a /28 or larger, got {subnet_cidr!r}")
+        try:
+            vpc = ipaddress.IPv4Network(vpc_cidr, strict=True)
+        except (ValueError, TypeError):
+            raise ValueError(f"vpc_cidr must be an IPv4 CIDR such as 10.0.0.0/16, got {vpc_cidr!r}") from None
+        # The "VPC": its CIDR, and the subnet's when it lies outside it.
+        self.network_cidrs: tuple[str, ...] = (
+            (str(vpc),) if subnet.subnet_of(vpc) else (str(vpc), str(subnet))
+        )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         if not _is_number(latency) or not math.isfinite(latency) or latency < 0:

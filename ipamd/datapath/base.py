@@ -8,10 +8,11 @@ an error there.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ipamd.pool.model import Assignment
+from ipamd.pool.model import Assignment, InterfaceView
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,21 @@ class PodWiring:
 class Datapath(Protocol):
     name: str
 
+    async def start(
+        self,
+        views: Callable[[], Iterable[InterfaceView]],
+        network_cidrs: Sequence[str],
+        assignments: Sequence[Assignment],
+    ) -> None:
+        """Before the first CNI call: node settings, interfaces, SNAT, leftovers no assignment owns."""
+        ...
+
+    async def sync_interfaces(self, views: Iterable[InterfaceView]) -> None:
+        """After the pool attached, detached or reconciled interfaces."""
+        ...
+
+    def close(self) -> None: ...
+
     async def add_pod(self, assignment: Assignment) -> PodWiring: ...
 
     async def del_pod(self, assignment: Assignment) -> None: ...
@@ -40,6 +56,20 @@ class NoDatapath:
     """DATAPATH=none: IPAM only; the runtime or a chained plugin wires the pod."""
 
     name = "none"
+
+    async def start(
+        self,
+        views: Callable[[], Iterable[InterfaceView]],
+        network_cidrs: Sequence[str],
+        assignments: Sequence[Assignment],
+    ) -> None:
+        return None
+
+    async def sync_interfaces(self, views: Iterable[InterfaceView]) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
     async def add_pod(self, assignment: Assignment) -> PodWiring:
         return PodWiring()

@@ -38,6 +38,7 @@ _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode, int], ...] = (
     (errors.AllocationNotFound, grpc.StatusCode.NOT_FOUND, CNI_CONTAINER_UNKNOWN),
     (errors.NoAddressAvailable, grpc.StatusCode.RESOURCE_EXHAUSTED, CNI_TRY_AGAIN_LATER),
     (errors.CheckpointError, grpc.StatusCode.UNAVAILABLE, CNI_IO_FAILURE),
+    (errors.NetnsNotFound, grpc.StatusCode.FAILED_PRECONDITION, CNI_INVALID_ENV),
     (errors.TemporaryCloudError, grpc.StatusCode.UNAVAILABLE, CNI_TRY_AGAIN_LATER),
     (errors.CloudError, grpc.StatusCode.FAILED_PRECONDITION, CNI_TRY_AGAIN_LATER),
     (errors.CloudCniError, grpc.StatusCode.INTERNAL, CNI_INTERNAL),

@@ -94,7 +94,7 @@ def test_discovery_of_a_vm(azure_cloud: FakeArm, provider: AzureProvider, vm: Vm
     assert view.primary_ip == azure_cloud.primary_ip(vm) and view.ips == ()
     assert view.subnet_cidr == "10.224.0.0/24" and view.subnet_id == azure_cloud.subnet_id("nodes")
     assert view.mac.count(":") == 5 and view.mac == view.mac.lower()
-    assert provider.vnet_cidrs == ("10.224.0.0/16",)
+    assert provider.network_cidrs == ("10.224.0.0/16",)
 
 
 def test_a_vm_with_two_nics_lists_the_primary_first(

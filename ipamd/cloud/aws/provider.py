@@ -144,6 +144,11 @@ class AwsProvider:
 
     # --- the CloudProvider protocol -------------------------------------------------------------
 
+    @property
+    def network_cidrs(self) -> tuple[str, ...]:
+        """The VPC's CIDRs (from IMDS): what the datapath reaches without SNAT."""
+        return tuple(self._node.primary_interface.vpc_cidrs)
+
     def instance_limits(self) -> InstanceLimits:
         if self._limits is None:
             self._limits = aws_limits.instance_limits(self._ec2, self._node.instance_type)

@@ -152,7 +152,8 @@ class AzureProvider:
         self._vnet_cidrs = tuple(str(ipaddress.ip_network(p, strict=False)) for p in prefixes)
 
     @property
-    def vnet_cidrs(self) -> tuple[str, ...]:
+    def network_cidrs(self) -> tuple[str, ...]:
+        """The VNet's address space: what the datapath reaches without SNAT."""
         return self._vnet_cidrs
 
     @property

@@ -1,3 +1,3 @@
 """Fixtures shared across test packages: the local fakes of the clouds (loopback only)."""
 
-pytest_plugins = ["tests.fakes.moto_ec2", "tests.fakes.imds", "tests.fakes.azure_arm"]
+pytest_plugins = ["tests.fakes.moto_ec2", "tests.fakes.imds", "tests.fakes.azure_arm", "tests.fakes.containerd"]

@@ -95,7 +95,7 @@ def test_valid_values_parse(env: dict[str, str], field: str, value: object) -> N
         ("VETH_PREFIX", "9ab", "starting with a letter"),
         ("EXTERNAL_SNAT", "sometimes", "true or false"),
         ("EXCLUDE_SNAT_CIDRS", "192.0.2.0/24,10.1.2.3/8", "'10.1.2.3/8' is not"),
-        ("SNAT_BACKEND", "ebtables", "one of auto, nftables, iptables"),
+        ("SNAT_BACKEND", "ebtables", "one of auto, nftables, iptables, iptables-legacy, iptables-nft"),
         ("SIM_VPC_CIDR", "10.0.0.0/29", "/28 or larger"),
     ],
     ids=lambda v: str(v)[:24],

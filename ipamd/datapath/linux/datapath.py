@@ -123,13 +123,13 @@ class LinuxDatapath:
     async def _apply_snat(self, primary_ip: str, network_cidrs: Sequence[str]) -> None:
         from ipamd.datapath.linux.snat import Snat, SnatConfig, SnatError
 
-        config = SnatConfig(
-            primary_ip=primary_ip,
-            no_snat_cidrs=tuple(network_cidrs) + self.exclude_snat_cidrs,
-            veth_prefix=self.veth_prefix,
-            external_snat=self.external_snat,
-        )
         try:
+            config = SnatConfig(
+                primary_ip=primary_ip,
+                no_snat_cidrs=tuple(network_cidrs) + self.exclude_snat_cidrs,
+                veth_prefix=self.veth_prefix,
+                external_snat=self.external_snat,
+            )
             self.snat = Snat(self.snat_backend)
             if self.external_snat:
                 await self._run(self.snat.remove)

@@ -418,8 +418,9 @@ def _rule_matches(rule: Any, priority: int, *, src: str = "", dst: str = "", tab
 
 def _is_pod_rule(rule: Any, ip: str) -> bool:
     prio = rule.get("priority")
-    return (prio == PRIO_TO_POD and rule.get("dst") == ip and rule.get("dst_len") == 32) or (
-        prio == PRIO_FROM_POD and rule.get("src") == ip and rule.get("src_len") == 32
+    return bool(
+        (prio == PRIO_TO_POD and rule.get("dst") == ip and rule.get("dst_len") == 32)
+        or (prio == PRIO_FROM_POD and rule.get("src") == ip and rule.get("src_len") == 32)
     )
 
 

@@ -8,7 +8,7 @@ egress by that interface (rule ``from <pod ip> lookup <table>``); SNATed traffic
 primary interface instead, so the connection is marked and the datapath's policy rule
 ``fwmark 0x80/0x80 lookup main priority 1024`` sends marked packets through the main table.
 
-What is installed (nftables; the iptables rendering does the same)::
+What is installed (nftables; the iptables rendering does the same but for DNATed connections, below)::
 
     table ip cloud-cni
       set no_snat            VPC CIDRs + EXCLUDE_SNAT_CIDRS (an interval set; may be empty)
@@ -58,8 +58,8 @@ Backend choice (``choose_backend``; ``SNAT_BACKEND=auto``):
 ``SNAT_BACKEND=iptables`` picks the variant the node uses: legacy when its nat table has rules or
 nf_tables is unusable, iptables-nft otherwise. Because the choice can change (kube-proxy may start
 after us on a fresh node), the first ``apply`` also removes our rules from the other backends, and
-``remove`` removes them from every backend. Detection never creates a table nor loads a module:
-``iptables-legacy-save`` without ``-t`` reads only the tables that exist.
+``remove`` removes them from every backend. Probing creates no table and registers no hook:
+``iptables-legacy-save`` and ``iptables-nft-save`` without ``-t`` list only the tables that exist.
 
 Errors: a command that fails, is missing or hangs raises ``SnatError`` with the command and its
 stderr (capped); an invalid ``SnatConfig`` raises ``SnatConfigError`` (a ``SnatError`` and a
@@ -94,7 +94,7 @@ _STDERR_CAP = 400
 _VETH_PREFIX = re.compile(r"[A-Za-z0-9]{1,4}")
 _JUMP = re.compile(rf"(?:^|\s)-[jg] {CHAIN_PREFIX}[A-Z0-9-]+(?:\s|$)")
 
-Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+Runner = Callable[..., subprocess.CompletedProcess[str]]
 
 _log = structlog.get_logger(__name__)
 
@@ -104,10 +104,10 @@ class SnatError(Exception):
 
 
 class SnatConfigError(SnatError, ValueError):
-    """A ``SnatConfig`` field is invalid; ``field`` names it."""
+    """A ``SnatConfig`` field or the requested backend is invalid; ``field`` names it."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"SnatConfig.{field}: {message}")
+        super().__init__(f"{field}: {message}")
         self.field = field
 
 
@@ -121,22 +121,21 @@ class SnatConfig:
 
     def __post_init__(self) -> None:
         try:
+            if not isinstance(self.primary_ip, str):
+                raise ValueError
             ip = ipaddress.IPv4Address(self.primary_ip)
-        except (ipaddress.AddressValueError, TypeError):
+        except ValueError:
             raise SnatConfigError("primary_ip", f"{self.primary_ip!r} is not an IPv4 address") from None
-        if (
-            ip.is_unspecified
-            or ip.is_multicast
-            or ip.is_loopback
-            or ip == ipaddress.IPv4Address(-1 & 0xFFFFFFFF)
-        ):
+        if ip.is_unspecified or ip.is_multicast or ip.is_loopback or int(ip) == 0xFFFFFFFF:
             raise SnatConfigError("primary_ip", f"{self.primary_ip!r} is not a unicast host address")
         if isinstance(self.no_snat_cidrs, str) or not isinstance(self.no_snat_cidrs, Sequence):
             raise SnatConfigError("no_snat_cidrs", f"a tuple of IPv4 CIDRs, got {self.no_snat_cidrs!r}")
         for i, cidr in enumerate(self.no_snat_cidrs):
             try:
+                if not isinstance(cidr, str):
+                    raise ValueError
                 ipaddress.IPv4Network(cidr, strict=True)
-            except (ValueError, TypeError):
+            except ValueError:
                 raise SnatConfigError(
                     f"no_snat_cidrs[{i}]", f"{cidr!r} is not an IPv4 CIDR such as 10.0.0.0/16"
                 ) from None
@@ -355,10 +354,7 @@ class _Shell:
         """Run ``argv``; raise ``SnatError`` if it cannot run, times out or exits non-zero."""
         result = self.attempt(*argv, stdin=stdin)
         if result.returncode != 0:
-            stderr = result.stderr.strip()
-            if len(stderr) > _STDERR_CAP:
-                stderr = stderr[:_STDERR_CAP] + "..."
-            raise SnatError(f"{' '.join(argv)}: exit status {result.returncode}: {stderr or 'no message'}")
+            raise _failed(argv, result)
         return result
 
     def attempt(self, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -379,6 +375,13 @@ class _Shell:
             return self.attempt(*argv).returncode == 0
         except SnatError:
             return False
+
+
+def _failed(argv: Sequence[str], result: subprocess.CompletedProcess[str]) -> SnatError:
+    stderr = result.stderr.strip()
+    if len(stderr) > _STDERR_CAP:
+        stderr = stderr[:_STDERR_CAP] + "..."
+    return SnatError(f"{' '.join(argv)}: exit status {result.returncode}: {stderr or 'no message'}")
 
 
 def _legacy_nat_in_use(sh: _Shell) -> bool:
@@ -403,7 +406,7 @@ def choose_backend(requested: str = "auto", *, netns: str | None = None, run: Ru
     says why). ``requested`` is SNAT_BACKEND: "auto", "nftables", "iptables" (the variant the node
     uses), or a variant by name."""
     if requested not in REQUESTS:
-        raise ValueError(f"SNAT backend must be one of {', '.join(REQUESTS)}, got {requested!r}")
+        raise SnatConfigError("backend", f"{requested!r} is not one of {', '.join(REQUESTS)}")
     if requested in BACKENDS:
         return requested
     sh = _Shell(netns, run)
@@ -491,39 +494,38 @@ class Snat:
     # -- helpers (the lock is held) ----------------------------------------------------------------
 
     def _nft_listing(self) -> str | None:
-        result = self._sh.attempt("nft", "list", "table", "ip", TABLE)
+        """``nft list table ip cloud-cni``, or None when there is no such table."""
+        argv = ("nft", "list", "table", "ip", TABLE)
+        result = self._sh.attempt(*argv)
         if result.returncode == 0:
             return result.stdout
-        if "No such file or directory" in result.stderr:
+        if "No such file or directory" in result.stderr:  # ENOENT: no such table
             return None
-        self._sh("nft", "list", "table", "ip", TABLE)  # raises, with the message
-        return None  # pragma: no cover - the line above raised
+        raise _failed(argv, result)
 
     def _remove_from(self, variant: str, *, probe: bool) -> bool:
-        """Remove ours from ``variant``; True if there was something. ``probe``: a backend that is
-        not ours may be unusable here, which means there is nothing of ours in it either."""
+        """Remove ours from ``variant``; True if there was something. ``probe``: a backend we did not
+        choose may be unusable here (no binary, no kernel support): then nothing of ours is in it."""
         if variant == "nftables":
+            argv: tuple[str, ...] = ("nft", "list", "tables", "ip")
+        else:  # without -t, iptables-save lists only the tables that exist: it loads no module
+            argv = (f"{variant}-save",)
+        try:
+            result = self._sh.attempt(*argv)
+        except SnatError:
             if probe:
-                listed = self._sh.ok("nft", "list", "tables") and self._sh.attempt(
-                    "nft", "list", "tables", "ip"
-                ).stdout.split("\n")
-                if not listed or f"table ip {TABLE}" not in listed:
-                    return False
-            elif self._nft_listing() is None:
+                return False
+            raise
+        if result.returncode != 0:
+            if probe:
+                return False
+            raise _failed(argv, result)
+        if variant == "nftables":
+            if f"table ip {TABLE}" not in result.stdout.splitlines():
                 return False
             self._sh("nft", "-f", "-", stdin=_NFT_DELETE)
             return True
-        if probe:
-            if variant == "iptables-legacy" and not _legacy_nat_in_use(self._sh):
-                # ours live in nat and mangle; our nat chains never exist without our mangle one
-                return False
-            result = self._sh.attempt(f"{variant}-save") if self._sh.ok(f"{variant}-save") else None
-            if result is None:
-                return False
-            save = result.stdout
-        else:
-            save = self._sh(f"{variant}-save").stdout
-        text = _restore_input(_Tables(), _parse_save(save))
+        text = _restore_input(_Tables(), _parse_save(result.stdout))
         if not text:
             return False
         self._restore(variant, text)

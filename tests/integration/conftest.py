@@ -39,6 +39,7 @@ class DaemonProcess:
     proc: subprocess.Popen[bytes] | None = None
     stderr_path: Path = field(default_factory=Path)
     clients: list[IpamClient] = field(default_factory=list)
+    netns: str | None = None  # run as `ip netns exec <netns> python -m ipamd`; HTTP reaches it there
 
     @property
     def socket(self) -> str:
@@ -59,10 +60,11 @@ class DaemonProcess:
     def start(self, wait: bool = True, **overrides: str) -> DaemonProcess:
         self.env.update(overrides)
         self.stderr_path = self.dir / f"ipamd-{time.monotonic_ns()}.log"
+        argv = [sys.executable, "-m", "ipamd"]
+        if self.netns is not None:
+            argv = ["ip", "netns", "exec", self.netns, *argv]  # exec's python: proc.pid is the daemon
         with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ipamd"], env=self.env, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT
-            )
+            self.proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
         if wait:
             self.wait_ready()
         return self
@@ -74,7 +76,7 @@ class DaemonProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.logs()}")
             try:
-                with urllib.request.urlopen(self.introspection + "/healthz", timeout=1) as r:
+                with self._urlopen(self.introspection + "/healthz", timeout=1) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -87,12 +89,19 @@ class DaemonProcess:
         self.clients.append(c)
         return c
 
+    def _urlopen(self, url: str, timeout: float) -> Any:
+        if self.netns is None:
+            return urllib.request.urlopen(url, timeout=timeout)
+        from tests.fakes.vpc import netns_urlopen
+
+        return netns_urlopen(self.netns, url, timeout=timeout)
+
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.introspection + path, timeout=5) as r:
+        with self._urlopen(self.introspection + path, timeout=5) as r:
             return json.loads(r.read())
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(self.metrics_url, timeout=5) as r:
+        with self._urlopen(self.metrics_url, timeout=5) as r:
             return str(r.read().decode())
 
     def logs(self) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import ipaddress
 import os
 import re
@@ -50,6 +51,8 @@ SCOPE_LINK = 253
 NUD_PERMANENT = 0x80
 AF_INET = 2
 RTPROT_KERNEL = 2
+NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs fd: the namespace's CLONE_NEW* type
+CLONE_NEWNET = 0x40000000
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +120,19 @@ def open_netns(path: str) -> int:
     if not path:
         raise NetnsNotFound("CNI_NETNS is empty")
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NetnsNotFound(f"network namespace {path} does not exist") from None
     except OSError as exc:
         raise NetnsNotFound(f"network namespace {path} cannot be opened: {exc.strerror}") from None
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        kind = 0
+    if kind != CLONE_NEWNET:
+        os.close(fd)
+        raise NetnsNotFound(f"{path} is not a network namespace")
+    return fd
 
 
 @contextlib.contextmanager
@@ -182,11 +193,32 @@ def wire_pod(spec: PodSpec) -> Wired:
 def _wire_pod_side(fd: int, spec: PodSpec, host_mac: str) -> str:
     with entered(fd), IPRoute() as pod:
         index = _index(pod, spec.ifname)
-        pod.link("set", index=index, mtu=spec.mtu, state="up")
-        pod.addr("add", index=index, address=spec.ip, prefixlen=32)
-        pod.route("add", dst=f"{LINK_GATEWAY}/32", oif=index, scope=SCOPE_LINK)
-        pod.route("add", dst="0.0.0.0/0", gateway=LINK_GATEWAY, oif=index)
-        pod.neigh("add", dst=LINK_GATEWAY, lladdr=host_mac, ifindex=index, state=NUD_PERMANENT)
+        steps: list[tuple[str, Any]] = [
+            (
+                f"{spec.ifname} up, mtu {spec.mtu}",
+                lambda: pod.link("set", index=index, mtu=spec.mtu, state="up"),
+            ),
+            (f"address {spec.ip}/32", lambda: pod.addr("add", index=index, address=spec.ip, prefixlen=32)),
+            (
+                f"route {LINK_GATEWAY}/32",
+                lambda: pod.route("add", dst=f"{LINK_GATEWAY}/32", oif=index, scope=SCOPE_LINK),
+            ),
+            (
+                f"default route via {LINK_GATEWAY}",
+                lambda: pod.route("add", dst="0.0.0.0/0", gateway=LINK_GATEWAY, oif=index),
+            ),
+            (
+                f"neighbour {LINK_GATEWAY}",
+                lambda: pod.neigh(
+                    "add", dst=LINK_GATEWAY, lladdr=host_mac, ifindex=index, state=NUD_PERMANENT
+                ),
+            ),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except NetlinkError as exc:
+                raise DatapathError(f"pod {spec.netns}: {what}: {os.strerror(exc.code)}") from None
         return str(pod.get_links(index)[0].get("address"))
 
 

@@ -39,7 +39,9 @@ class DaemonProcess:
     proc: subprocess.Popen[bytes] | None = None
     stderr_path: Path = field(default_factory=Path)
     clients: list[IpamClient] = field(default_factory=list)
-    netns: str | None = None  # run as `ip netns exec <netns> python -m ipamd`; HTTP reaches it there
+    # Run in this named netns (nsenter --net: the mount namespace stays the host's, as a hostNetwork
+    # pod's bind mounts of pod namespaces reach the daemon; `ip netns exec` would make a private one).
+    netns: str | None = None
 
     @property
     def socket(self) -> str:
@@ -62,7 +64,7 @@ class DaemonProcess:
         self.stderr_path = self.dir / f"ipamd-{time.monotonic_ns()}.log"
         argv = [sys.executable, "-m", "ipamd"]
         if self.netns is not None:
-            argv = ["ip", "netns", "exec", self.netns, *argv]  # exec's python: proc.pid is the daemon
+            argv = ["nsenter", f"--net=/var/run/netns/{self.netns}", *argv]  # execs: proc.pid is the daemon
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
         if wait:

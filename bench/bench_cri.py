@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _daemon import ROOT, WARM_POOL_ENV, Daemon, load_average, median, percentile
 
 from tests.fakes import containerd
+from tests.fakes.vpc import SUBNET, VPC_CIDR, vpc_topology
 
 WARMUP = 3
 # Reads a URL from inside a netns (the daemon's HTTP endpoints are on that netns' loopback).
-PROBE = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())"
+# No proxy: the URL is on the netns' loopback.
+PROBE = (
+    "import sys, urllib.request; o = urllib.request.build_opener(urllib.request.ProxyHandler({}));"
+    " print(o.open(sys.argv[1], timeout=2).read().decode())"
+)
 
 
 class NodeDaemon(Daemon):
@@ -60,6 +66,9 @@ class NodeDaemon(Daemon):
         return self
 
     def get(self, path: str) -> Any:
+        return json.loads(self._fetch(path))
+
+    def _fetch(self, path: str) -> str:
         url = f"http://{self.env['INTROSPECTION_BIND']}{path}"
         done = subprocess.run(
             ["nsenter", f"--net={self.netns_path}", sys.executable, "-I", "-c", PROBE, url],
@@ -70,7 +79,7 @@ class NodeDaemon(Daemon):
         )
         if done.returncode != 0:
             raise OSError(done.stderr.strip().splitlines()[-1:] or "probe failed")
-        return json.loads(done.stdout)
+        return done.stdout
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         assert self.proc is not None
@@ -79,9 +88,9 @@ class NodeDaemon(Daemon):
             if self.proc.poll() is not None:
                 raise SystemExit(f"daemon exited {self.proc.returncode}:\n{self.log_path.read_text()}")
             try:
-                self.get("/healthz")
+                self._fetch("/healthz")  # 200 (its body is not JSON)
                 return
-            except (OSError, ValueError):
+            except OSError:
                 time.sleep(0.1)
         raise SystemExit(f"daemon not ready after {timeout}s:\n{self.log_path.read_text()}")
 
@@ -131,30 +140,44 @@ def main() -> int:
     if os.geteuid() != 0:
         raise SystemExit("needs root: network namespaces and containerd")
 
-    with tempfile.TemporaryDirectory(prefix="bench-cri-", dir=args.dir) as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="bench-cri-", dir=args.dir) as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
         image = containerd.build_pause_image(tmp / "images")
-        with (
-            containerd.node(tmp / "bridge-node", image) as bridge,
-            containerd.node(tmp / "cloud-node", image) as cloud,
-        ):
-            bridge.install_plugins("bridge", "host-local")
-            bridge.write_conflist(bridge_conflist(tmp / "host-local"))
-            cloud.install_cloud_cni("install-shim")
-            env = {**WARM_POOL_ENV, "DATAPATH": args.datapath}
+        cloud_netns: str | None = None
+        env = {**WARM_POOL_ENV, "DATAPATH": args.datapath}
+        if args.datapath == "linux":
+            # cloud-cni's node is a simulated VPC node (tests/fakes/vpc.py): eth0 with the sim's
+            # primary MAC and IP, a router, hot-plugged ENIs; the pool stays on the primary ENI.
+            vpc = stack.enter_context(vpc_topology(tmp / "sim" / "state.json", instance_type="m5.large"))
+            cloud_netns = vpc.node
+            env = {
+                "DATAPATH": "linux",
+                "SIM_INSTANCE_TYPE": vpc.instance_type,
+                "SIM_SUBNET_CIDR": SUBNET,
+                "SIM_VPC_CIDR": VPC_CIDR,
+                "SIM_STATE_PATH": str(vpc.state_path),
+                "WARM_IP_TARGET": "8",
+                "MINIMUM_IP_TARGET": "9",
+                "IP_COOLDOWN_PERIOD": "0",
+            }
+        bridge = stack.enter_context(containerd.node(tmp / "bridge-node", image))
+        cloud = stack.enter_context(containerd.node(tmp / "cloud-node", image, node_netns=cloud_netns))
+        bridge.install_plugins("bridge", "host-local")
+        bridge.write_conflist(bridge_conflist(tmp / "host-local"))
+        cloud.install_cloud_cni("install-shim")
+        daemon: Daemon = (
+            NodeDaemon(cloud.node_netns_path, tmp, **env) if args.datapath == "linux" else Daemon(tmp, **env)
+        )
+        with daemon:
+            daemon.wait_available(WARMUP + 6 if args.datapath == "linux" else WARMUP + 8)
+            cloud.write_conflist(cloud_cni_conflist(daemon.socket, tmp / "shim.log"))
+            samples = run_interleaved(bridge, cloud, args.n)
             if args.datapath == "linux":
-                # TODO(lead): the linux datapath needs the node's uplink: a link carrying the sim's
-                # primary interface MAC (else "no link on this node has the primary interface's
-                # MAC"). Build cloud-cni's node from tests/fakes/vpc.py (its node netns, eth0 and
-                # CloudAgent) and pass it as containerd.node(..., node_netns=<that name>); then
-                # also check that each pod answers a ping from the node netns.
-                daemon: Daemon = NodeDaemon(cloud.node_netns_path, tmp, **env)
-            else:
-                daemon = Daemon(tmp, **env)
-            with daemon:
-                daemon.wait_available(WARMUP + 8)
-                cloud.write_conflist(cloud_cni_conflist(daemon.socket, tmp / "shim.log"))
-                report(run_interleaved(bridge, cloud, args.n), args, cloud.snapshotter)
+                probe = cloud.run_pod("probe")  # the wired pod answers from the node
+                cloud.exec_in_node(["ping", "-c", "1", "-W", "2", probe.ip])
+                cloud.stop_pod(probe)
+                cloud.remove_pod(probe)
+            report(samples, args, cloud.snapshotter)
     return 0
 
 

@@ -3,6 +3,7 @@
 cloud-cni ipamd        run the node daemon in the foreground (also: python -m ipamd)
 cloud-cni demo         the daemon on the simulated cloud, driven through a node story
 cloud-cni install-shim put the CNI plugin and its private Python runtime on the node (init container)
+cloud-cni node-init    the kernel settings the Linux datapath needs (privileged init container)
 cloud-cni version
 """
 
@@ -66,6 +67,19 @@ def run_install_shim(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_node_init() -> int:
+    from ipamd import node_init
+
+    try:
+        changes = node_init.run()
+    except CloudCniError as exc:
+        print(f"cloud-cni node-init: {exc}", file=sys.stderr)
+        return 1
+    for line in changes or ["nothing to change"]:
+        print(f"cloud-cni node-init: {line}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloud-cni", description=__doc__.split("\n\n")[0] if __doc__ else None
@@ -76,6 +90,7 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_argument("--pods", type=int, default=30, help="pods in the scale-up burst (default 30)")
     demo.add_argument("--plot", metavar="FILE.png", help="draw pool size and demand over time")
     sub.add_parser("version", help="print the version")
+    sub.add_parser("node-init", help="set ip_forward and loose rp_filter for the Linux datapath (as root)")
     installer = sub.add_parser(
         "install-shim",
         help="install the CNI plugin with a private Python runtime (the node needs only glibc)",
@@ -104,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_ipamd()
     if args.command == "install-shim":
         return run_install_shim(args)
+    if args.command == "node-init":
+        return run_node_init()
     if args.command == "version":
         print(_version())
         return 0

@@ -86,10 +86,10 @@ def container(name: str = "ipamd") -> dict[str, Any]:
     return found[0]
 
 
-def init_container() -> dict[str, Any]:
+def init_container(name: str = "install-cni") -> dict[str, Any]:
     inits = pod_spec().get("initContainers", [])
-    assert len(inits) == 1, "the DaemonSet has one init container (install-cni)"
-    return inits[0]
+    assert [c["name"] for c in inits] == ["node-init", "install-cni"], "node-init, then install-cni"
+    return next(c for c in inits if c["name"] == name)
 
 
 def all_containers() -> list[dict[str, Any]]:
@@ -216,7 +216,7 @@ def test_configmap_parses_and_holds_the_daemon_defaults() -> None:
 
 
 def test_the_daemon_env_starts_this_build(tmp_path: Path) -> None:
-    """The provider and datapath the DaemonSet names are ones this build serves (today: sim, none)."""
+    """The provider and datapath the DaemonSet names are ones this build serves."""
     env = daemon_env()
     assert env.get("CLOUD_PROVIDER"), "CLOUD_PROVIDER is required and never guessed"
     assert container()["env"][0]["name"] == "CLOUD_PROVIDER", "docs/deploy.md patches env/0 to pick it"
@@ -331,7 +331,12 @@ def test_daemonset_runs_on_every_node_before_anything_else() -> None:
 
 
 def test_containers_are_not_privileged_and_name_their_capabilities() -> None:
+    node_init = init_container("node-init")
+    assert node_init["command"] == ["cloud-cni", "node-init"] and "args" not in node_init
+    assert node_init["securityContext"]["privileged"] is True  # the one exception: it writes /proc/sys
     for c in all_containers():
+        if c is node_init or c["name"] == "node-init":
+            continue
         sc = c["securityContext"]
         assert sc.get("privileged") is False, c["name"]
         added = set(sc.get("capabilities", {}).get("add", []))

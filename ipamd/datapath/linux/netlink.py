@@ -423,7 +423,10 @@ def set_sysctl(key: str, value: str) -> None:
         with open(path, "w") as f:
             f.write(value)
     except OSError as exc:
-        raise DatapathError(f"cannot set {key.replace('/', '.')}={value}: {exc.strerror}") from None
+        raise DatapathError(
+            f"cannot set {key.replace('/', '.')}={value}: {exc.strerror}"
+            " (run `cloud-cni node-init` as root first: the DaemonSet's node-init init container does)"
+        ) from None
 
 
 # --- helpers -------------------------------------------------------------------------------------

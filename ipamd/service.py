@@ -83,7 +83,8 @@ class IpamService:
             wiring = await self.datapath.add_pod(assignment)
         except BaseException:
             log.warning("add_wiring_failed_released", container_id=call.key.container_id, ip=assignment.ip)
-            self.store.unassign(call.key, now=self.clock())
+            # No pod ever ran with it: free at once, no cool-down (there is no connection to outlive).
+            self.store.unassign(call.key, now=self.clock(), cool=existing is not None)
             await self._durable()
             raise
         device_index = self.store.device_index(assignment.interface_id)
@@ -159,6 +160,10 @@ class IpamService:
                 await self.datapath.del_pod(assignment)
             except Exception as exc:  # GC goes on past one failure
                 log.warning("gc_teardown_failed", container_id=assignment.key.container_id, error=str(exc))
+        try:  # host-side leftovers no assignment owns (a DEL lost while the daemon was down, a crash)
+            await self.datapath.remove_leftovers(self.store.assignments(), self.store.interfaces())
+        except Exception as exc:
+            log.warning("gc_leftovers_failed", error=str(exc))
         await self._durable()
         if removed:
             log.info("gc_released", network=network, count=len(removed))

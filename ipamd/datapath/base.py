@@ -43,6 +43,12 @@ class Datapath(Protocol):
         """After the pool attached, detached or reconciled interfaces."""
         ...
 
+    async def remove_leftovers(
+        self, assignments: Sequence[Assignment], views: Sequence[InterfaceView]
+    ) -> None:
+        """Remove host-side state (veths, routes, rules) that no assignment or held interface owns."""
+        ...
+
     def close(self) -> None: ...
 
     async def add_pod(self, assignment: Assignment) -> PodWiring: ...
@@ -66,6 +72,11 @@ class NoDatapath:
         return None
 
     async def sync_interfaces(self, views: Iterable[InterfaceView]) -> None:
+        return None
+
+    async def remove_leftovers(
+        self, assignments: Sequence[Assignment], views: Sequence[InterfaceView]
+    ) -> None:
         return None
 
     def close(self) -> None:

@@ -365,8 +365,9 @@ class Datastore:
         self._give(addr, assignment)
         return assignment
 
-    def unassign(self, key: AttachmentKey, *, now: float) -> Assignment | None:
-        """Take ``key``'s address back; it cools until ``now + cooldown``. Unknown key: None.
+    def unassign(self, key: AttachmentKey, *, now: float, cool: bool = True) -> Assignment | None:
+        """Take ``key``'s address back; it cools until ``now + cooldown`` (``cool=False``: free at
+        once, for an address no pod ever used, e.g. its wiring failed). Unknown key: None.
         An orphaned assignment is just forgotten: we hold no address for it."""
         assignment = self._assigned.pop(key, None)
         if assignment is None:
@@ -377,7 +378,10 @@ class Datastore:
         self._expire(now)
         addr = self._addresses[assignment.ip]
         addr.key = None
-        self._cool_down(addr, now)
+        if cool:
+            self._cool_down(addr, now)
+        else:
+            self._settle(addr, FREE, 0.0)
         return assignment
 
     def get(self, key: AttachmentKey) -> Assignment | None:

@@ -578,3 +578,24 @@ def _diff(before: dict[str, set[str]], after: dict[str, set[str]]) -> str:
         for line in sorted(was - after[key]):
             out.append(f"-{key}: {line}")
     return "; ".join(out) or "nothing"
+
+
+def test_gc_removes_host_leftovers_no_assignment_owns(vpc: Vpc, node: DaemonProcess) -> None:
+    """CNI GC: attachments the runtime no longer knows are torn down, and so are strays left while
+    the daemon was running (a veth named like ours, a pod rule for an address nobody holds)."""
+    start_node(vpc, node)
+    kept, dropped = add_pod(vpc, node), add_pod(vpc, node)
+    stray_pod = vpc.new_pod()
+    stray_veth = host_veth_name("ctr-nobody")
+    netns.ip(vpc.node, "link", "add", stray_veth, "type", "veth", "peer", "name", "eth0", "netns", stray_pod)
+    netns.ip(vpc.node, "rule", "add", "to", STRAY_IP, "lookup", "main", "prio", "512")
+    conf = netconf(node.socket, cniVersion="1.1.0")
+    conf["cni.dev/valid-attachments"] = [{"containerID": kept.cid, "ifname": "eth0"}]
+    done = shim("GC", conf, cid="", netns="")
+    assert done.code == 0, done
+    left = links(vpc.node)
+    wait_for("the dropped pod's veth to go", lambda: dropped.host_veth not in links(vpc.node), timeout=5)
+    assert stray_veth not in left
+    assert not [r for r in rules(vpc.node) if f"to {STRAY_IP} " in r + " " or f"to {dropped.ip} " in r + " "]
+    assert kept.host_veth in links(vpc.node)
+    assert cni("CHECK", node, kept).code == 0

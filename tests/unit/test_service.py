@@ -15,7 +15,7 @@ import pytest
 from ipamd.checkpoint import GroupCommitter, decode, write_atomic
 from ipamd.cloud.sim import SimCloud
 from ipamd.datapath.base import NoDatapath
-from ipamd.errors import AllocationNotFound, CheckpointError, NoAddressAvailable
+from ipamd.errors import AllocationNotFound, CheckpointError, DatapathError, NoAddressAvailable
 from ipamd.pool.datastore import AddressState
 from ipamd.pool.model import AttachmentKey, ContainerID, IfName, PodRef, PoolSnapshot, WarmPoolTargets
 from ipamd.rpc.validate import Call
@@ -65,7 +65,22 @@ class Served:
         return self.node.store.address_state(ip, now=self.node.clock())
 
 
-def serve(tmp_path: Path, *, add_wait_timeout: float = 0.2, **node_args: Any) -> Served:
+class FailingWiring(NoDatapath):
+    """A datapath whose wiring fails (the netns vanished, say) and that records leftover sweeps."""
+
+    def __init__(self) -> None:
+        self.sweeps: list[tuple[int, int]] = []
+
+    async def add_pod(self, assignment: Any) -> Any:
+        raise DatapathError("the netns is gone")
+
+    async def remove_leftovers(self, assignments: Any, views: Any) -> None:
+        self.sweeps.append((len(assignments), len(views)))
+
+
+def serve(
+    tmp_path: Path, *, add_wait_timeout: float = 0.2, datapath: NoDatapath | None = None, **node_args: Any
+) -> Served:
     node = make_node(**node_args)
     write = FlakyWrite()
     path = tmp_path / "ipam.json"
@@ -74,7 +89,7 @@ def serve(tmp_path: Path, *, add_wait_timeout: float = 0.2, **node_args: Any) ->
         store=node.store,
         committer=committer,
         manager=node.manager,
-        datapath=NoDatapath(),
+        datapath=datapath or NoDatapath(),
         metrics=node.metrics,
         clock=node.clock,
         add_wait_timeout=add_wait_timeout,
@@ -91,6 +106,34 @@ def prev_result(*ips: str) -> dict[str, Any]:
 
 
 # --- ADD ---------------------------------------------------------------------------------------
+
+
+def test_a_failed_wiring_frees_the_address_at_once_no_cool_down(tmp_path: Path) -> None:
+    """No pod ever ran with it, so no connection can outlive it: it is free for the next ADD."""
+    s = serve(tmp_path, targets=WarmPoolTargets(warm_ip=2), datapath=FailingWiring())
+
+    async def scenario() -> None:
+        await settle(s.node)
+        with pytest.raises(DatapathError, match="the netns is gone"):
+            await s.service.add(call("c1"))
+
+    asyncio.run(scenario())
+    assert s.node.store.get(key("c1")) is None
+    stats = s.node.store.stats(now=T0)
+    assert (stats.assigned, stats.cooling) == (0, 0)
+    assert key("c1") not in {a.key for a in s.saved().assignments}
+
+
+def test_gc_sweeps_datapath_leftovers_after_releasing(tmp_path: Path) -> None:
+    wiring = FailingWiring()
+    s = serve(tmp_path, targets=WarmPoolTargets(warm_ip=2), datapath=wiring)
+
+    async def scenario() -> None:
+        await settle(s.node)
+        await s.service.gc("cloud-cni", [])
+
+    asyncio.run(scenario())
+    assert wiring.sweeps == [(0, len(s.node.store.interfaces()))]
 
 
 def test_add_is_idempotent_one_attachment_one_address(tmp_path: Path) -> None:

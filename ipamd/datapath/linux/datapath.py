@@ -110,7 +110,7 @@ class LinuxDatapath:
         await self._run(netlink.set_sysctl, "net/ipv4/ip_forward", "1")
         await self._run(netlink.set_sysctl, f"net/ipv4/conf/{primary_link}/rp_filter", "2")
         await self._apply_snat(primary.primary_ip, network_cidrs)
-        await self._remove_leftovers(current, assignments)
+        await self.remove_leftovers(assignments, current)
         await self.sync_interfaces(current)
         log.info(
             "datapath_started",
@@ -139,9 +139,10 @@ class LinuxDatapath:
             raise DatapathError(f"SNAT: {exc}") from None
         await self._run(netlink.ensure_fwmark_rule, not self.external_snat)
 
-    async def _remove_leftovers(
-        self, views: Sequence[InterfaceView], assignments: Sequence[Assignment]
+    async def remove_leftovers(
+        self, assignments: Sequence[Assignment], views: Sequence[InterfaceView]
     ) -> None:
+        """Veths named like ours, pod rules and interface rules that nothing held owns (start, GC)."""
         owned = {host_veth_name(self.veth_prefix, a.key) for a in assignments}
         owned_ips = {a.ip for a in assignments}
         stray_veths = [n for n in await self._run(netlink.host_veths, self.veth_prefix) if n not in owned]

@@ -161,7 +161,7 @@ class IpamService:
             except Exception as exc:  # GC goes on past one failure
                 log.warning("gc_teardown_failed", container_id=assignment.key.container_id, error=str(exc))
         try:  # host-side leftovers no assignment owns (a DEL lost while the daemon was down, a crash)
-            await self.datapath.remove_leftovers(self.store.assignments(), self.store.interfaces())
+            await self.datapath.remove_leftovers(self.store.assignments, self.store.interfaces)
         except Exception as exc:
             log.warning("gc_leftovers_failed", error=str(exc))
         await self._durable()

@@ -44,9 +44,12 @@ class Datapath(Protocol):
         ...
 
     async def remove_leftovers(
-        self, assignments: Sequence[Assignment], views: Sequence[InterfaceView]
+        self,
+        assignments: Callable[[], Sequence[Assignment]],
+        views: Callable[[], Sequence[InterfaceView]],
     ) -> None:
-        """Remove host-side state (veths, routes, rules) that no assignment or held interface owns."""
+        """Remove host-side state (veths, routes, rules) that no assignment or held interface owns;
+        what is owned is read through the callables once the sweep can no longer race an ADD."""
         ...
 
     def close(self) -> None: ...
@@ -75,7 +78,9 @@ class NoDatapath:
         return None
 
     async def remove_leftovers(
-        self, assignments: Sequence[Assignment], views: Sequence[InterfaceView]
+        self,
+        assignments: Callable[[], Sequence[Assignment]],
+        views: Callable[[], Sequence[InterfaceView]],
     ) -> None:
         return None
 

@@ -10,8 +10,10 @@ pods 4-5 on eth1, and nothing grows while a test runs: before/after dumps compar
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -599,3 +601,42 @@ def test_gc_removes_host_leftovers_no_assignment_owns(vpc: Vpc, node: DaemonProc
     assert not [r for r in rules(vpc.node) if f"to {STRAY_IP} " in r + " " or f"to {dropped.ip} " in r + " "]
     assert kept.host_veth in links(vpc.node)
     assert cni("CHECK", node, kept).code == 0
+
+
+def test_gc_running_during_adds_never_takes_a_pod_being_wired_for_a_leftover(
+    vpc: Vpc, node: DaemonProcess
+) -> None:
+    start_node(vpc, node)
+    namespaces = [vpc.new_pod() for _ in range(5)]
+    cids = [f"ctr-{ns}" for ns in namespaces]
+    conf = netconf(node.socket, cniVersion="1.1.0")
+    conf["cni.dev/valid-attachments"] = [{"containerID": c, "ifname": "eth0"} for c in cids]
+    stop = threading.Event()
+    gcs: list[int] = []
+
+    def collect() -> None:
+        while not stop.is_set():
+            gcs.append(shim("GC", conf, cid="", netns="").code)
+
+    collector = threading.Thread(target=collect)
+    collector.start()
+    try:
+        with ThreadPoolExecutor(5) as pool:
+            added = list(
+                pool.map(
+                    lambda i: shim(
+                        "ADD", netconf(node.socket), cid=cids[i], netns=f"/var/run/netns/{namespaces[i]}"
+                    ),
+                    range(5),
+                )
+            )
+    finally:
+        stop.set()
+        collector.join(30)
+    assert [d.code for d in added] == [0] * 5, added
+    assert gcs and set(gcs) == {0}, gcs
+    for cid, ns, done in zip(cids, namespaces, added, strict=True):
+        ip = done.json["ips"][0]["address"].split("/")[0]
+        pod = Pod(ns, cid, ip, vpc.eni_holding(ip), done.json)
+        assert pod.host_veth in links(vpc.node), fail(f"GC took {cid}'s veth", vpc, node, ns)
+        assert cni("CHECK", node, pod).code == 0

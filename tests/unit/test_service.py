@@ -75,7 +75,7 @@ class FailingWiring(NoDatapath):
         raise DatapathError("the netns is gone")
 
     async def remove_leftovers(self, assignments: Any, views: Any) -> None:
-        self.sweeps.append((len(assignments), len(views)))
+        self.sweeps.append((len(assignments()), len(views())))
 
 
 def serve(

@@ -85,6 +85,10 @@ class LinuxDatapath:
         self._locks: dict[InterfaceId, asyncio.Lock] = {}
         self.snat: Any = None
         self._deleting: set[Future[None]] = set()
+        self._sweeping = asyncio.Lock()  # held by a leftover sweep; an ADD waits for it to end
+        self._wiring = 0  # ADDs wiring now
+        self._no_wiring = asyncio.Event()
+        self._no_wiring.set()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -110,7 +114,7 @@ class LinuxDatapath:
         await self._run(netlink.set_sysctl, "net/ipv4/ip_forward", "1")
         await self._run(netlink.set_sysctl, f"net/ipv4/conf/{primary_link}/rp_filter", "2")
         await self._apply_snat(primary.primary_ip, network_cidrs)
-        await self.remove_leftovers(assignments, current)
+        await self.remove_leftovers(lambda: assignments, lambda: current)
         await self.sync_interfaces(current)
         log.info(
             "datapath_started",
@@ -140,9 +144,19 @@ class LinuxDatapath:
         await self._run(netlink.ensure_fwmark_rule, not self.external_snat)
 
     async def remove_leftovers(
-        self, assignments: Sequence[Assignment], views: Sequence[InterfaceView]
+        self,
+        assignments: Callable[[], Sequence[Assignment]],
+        views: Callable[[], Sequence[InterfaceView]],
     ) -> None:
-        """Veths named like ours, pod rules and interface rules that nothing held owns (start, GC)."""
+        """Veths named like ours, pod rules and interface rules that nothing held owns (start, GC).
+
+        No ADD wires while the sweep runs (new ones wait, running ones finish first), and what is
+        owned is read from the pool after that: a pod being wired is never taken for a leftover."""
+        async with self._sweeping:
+            await self._no_wiring.wait()
+            await self._sweep(assignments(), views())
+
+    async def _sweep(self, assignments: Sequence[Assignment], views: Sequence[InterfaceView]) -> None:
         owned = {host_veth_name(self.veth_prefix, a.key) for a in assignments}
         owned_ips = {a.ip for a in assignments}
         stray_veths = [n for n in await self._run(netlink.host_veths, self.veth_prefix) if n not in owned]
@@ -223,13 +237,21 @@ class LinuxDatapath:
         view = self._view(assignment.interface_id)
         await self._ensure_interface(view)
         spec = self._spec(assignment, view)
+        async with self._sweeping:  # not while a leftover sweep runs
+            self._wiring += 1
+            self._no_wiring.clear()
         try:
-            wired = await self._run(netlink.wire_pod, spec)
-        except InterfaceExists:
-            if not self._deleting:
-                raise
-            await self.settle()  # a veth of this netns deleted just before is still going away
-            wired = await self._run(netlink.wire_pod, spec)
+            try:
+                wired = await self._run(netlink.wire_pod, spec)
+            except InterfaceExists:
+                if not self._deleting:
+                    raise
+                await self.settle()  # a veth of this netns deleted just before is still going away
+                wired = await self._run(netlink.wire_pod, spec)
+        finally:
+            self._wiring -= 1
+            if self._wiring == 0:
+                self._no_wiring.set()
         return PodWiring(
             gateway=netlink.LINK_GATEWAY,
             host_ifname=spec.host_veth,

@@ -22,7 +22,8 @@ the differences written down in docs/pool-policy.md. Summary:
   a multiple of the batch; shrink releases down to the smallest multiple of the batch that still
   leaves WARM_IP_TARGET free (and MINIMUM_IP_TARGET held). Free addresses so stay between
   WARM_IP_TARGET and WARM_IP_TARGET + batch - 1 (Azure CNS's minFree/maxFree band), and one cloud
-  write serves a batch of pod starts.
+  write serves a batch of pod starts. A shrink that cooling addresses would enlarge once free waits
+  for them, so a scale-down is one write.
 - Interfaces that are part of the machine (``InstanceLimits.detachable_interfaces`` False: Azure
   NICs) are never detached.
 """
@@ -260,7 +261,12 @@ def _shrink(interfaces: Sequence[InterfaceUsage], state: PoolTargetState) -> lis
     if state.mode == "warm_ip":
         over = max(min(available - want, held - floor), 0)
         if state.batch > 1:
-            over = min(over, max(held - _batch_keep(state, held, available), 0))
+            keep = _batch_keep(state, held, available)
+            if state.cooling and _batch_keep(state, held, available + state.cooling) < keep:
+                # Once the cooling addresses are free more can go back: wait, and release it all in
+                # one write (a cloud write is what batches save) rather than one now and one later.
+                return actions
+            over = min(over, max(held - keep, 0))
         if state.prefix_delegation:
             actions += _release_prefixes(rest, over // PREFIX_SIZE)
         else:

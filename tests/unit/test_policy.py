@@ -887,6 +887,21 @@ def test_batch_plans_never_flap(held: int, assigned: int, warm: int, minimum: in
         assert after - assigned >= warm or after == AZURE.default_max_pods
 
 
+@pytest.mark.parametrize(
+    ("cooling", "released"),
+    [
+        (14, 0),  # once the 14 are free, 32 can go back: wait and do it in one write
+        (0, 32),
+        (4, 32),  # the 4 do not change what can go back: release now
+    ],
+)
+def test_batch_release_waits_for_cooling_addresses_that_would_enlarge_it(cooling: int, released: int) -> None:
+    view = pool(usage(0, ips=48, cooling=cooling))
+    actions = policy.plan(view, AZURE_DEFAULTS, AZURE, now=NOW)
+    assert sum(len(a.ips) for a in actions if isinstance(a, ReleaseIps)) == released
+    assert not [a for a in actions if isinstance(a, GROWTH)]
+
+
 def test_interfaces_that_are_part_of_the_machine_are_never_detached() -> None:
     view = pool(usage(0, ips=20, assigned=4), usage(1, ips=0))
     limits = InstanceLimits("Standard_D8s_v3", 2, 256, detachable_interfaces=False, max_pods=250)

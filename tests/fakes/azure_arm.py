@@ -106,6 +106,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 
 from tests.fakes.azure_tls import TlsFiles, make_tls_files, shared_tls_files
+from tests.fakes.http_handler import FakeHandler
 
 SUBSCRIPTION = "5f0c7d3e-8a41-4b2f-9c6e-1d2a3b4c5e6f"
 TENANT = "72f988bf-0000-4000-8000-00000000c0de"
@@ -1620,32 +1621,8 @@ class _TlsServer(_LoopbackServer):
         """Quiet: clients that hang up (or fail the handshake) are part of the tests."""
 
 
-class _ArmHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class _ArmHandler(FakeHandler):
     timeout = 60
-
-    def _fake(self) -> FakeArm:
-        fake: FakeArm = self.server.fake  # type: ignore[attr-defined]
-        return fake
-
-    def do_GET(self) -> None:
-        self._fake().handle(self, "GET")
-
-    def do_PUT(self) -> None:
-        self._fake().handle(self, "PUT")
-
-    def do_POST(self) -> None:
-        self._fake().handle(self, "POST")
-
-    def do_PATCH(self) -> None:
-        self._fake().handle(self, "PATCH")
-
-    def do_DELETE(self) -> None:
-        self._fake().handle(self, "DELETE")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: pytest output stays readable."""
 
 
 class FakeImds:
@@ -1820,25 +1797,8 @@ class FakeImds:
         )
 
 
-class _ImdsHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def _fake(self) -> FakeImds:
-        fake: FakeImds = self.server.fake  # type: ignore[attr-defined]
-        return fake
-
-    def do_GET(self) -> None:
-        self._fake().handle(self, "GET")
-
-    def do_POST(self) -> None:
-        self._fake().handle(self, "POST")
-
-    def do_PUT(self) -> None:
-        self._fake().handle(self, "PUT")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: pytest output stays readable."""
+class _ImdsHandler(FakeHandler):
+    """Every method to the fake's ``handle``."""
 
 
 @pytest.fixture(scope="session")

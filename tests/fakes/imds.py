@@ -26,11 +26,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from tests.fakes.http_handler import FakeHandler
 from tests.fakes.moto_ec2 import MotoEc2, Node
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
@@ -307,28 +308,8 @@ class FakeImds:
             return False
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def _fake(self) -> FakeImds:
-        fake: FakeImds = self.server.fake  # type: ignore[attr-defined]
-        return fake
-
-    def do_GET(self) -> None:
-        self._fake().handle(self, "GET")
-
-    def do_PUT(self) -> None:
-        self._fake().handle(self, "PUT")
-
-    def do_POST(self) -> None:
-        self._fake().handle(self, "POST")
-
-    def do_DELETE(self) -> None:
-        self._fake().handle(self, "DELETE")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: pytest output stays readable."""
+class _Handler(FakeHandler):
+    """Every method to the fake's ``handle``."""
 
 
 def start_fake_imds(moto: MotoEc2, node: Node, *, clock: Callable[[], float] = time.monotonic) -> FakeImds:

@@ -52,12 +52,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,34 +189,9 @@ class Node:
 
     def add_many(self, cids: list[str], concurrency: int) -> list[tuple[float, float, int]]:
         """ADD ``cids`` with ``concurrency`` in flight (kubelet's parallel sandbox starts)."""
-        todo: queue.Queue[str] = queue.Queue()
-        for cid in cids:
-            todo.put(cid)
-        results: list[tuple[float, float, int]] = []
-        errors: list[BaseException] = []
-        lock = threading.Lock()
-
-        def worker() -> None:
-            while not errors:
-                try:
-                    cid = todo.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    one = self.add(cid)
-                except BaseException as exc:  # SystemExit from add: re-raised in the main thread
-                    errors.append(exc)
-                    return
-                with lock:
-                    results.append(one)
-
-        threads = [threading.Thread(target=worker, name=f"kubelet-{n}") for n in range(concurrency)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        # a SystemExit from add is re-raised here
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="kubelet") as pool:
+            results = list(pool.map(self.add, cids))
         return results
 
     def delete(self, cid: str) -> None:

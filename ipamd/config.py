@@ -254,6 +254,85 @@ def _https_url(raw: str) -> str:
     return value
 
 
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def _duration(raw: str) -> float:
+    """Seconds as a number (``300``) or a Go-style duration (``5m``, ``1h30m``, ``90s``)."""
+    value = raw.strip()
+    allowed = "seconds (300) or a duration such as 90s, 5m, 1h30m"
+    try:
+        return _seconds(value)
+    except ValueError:
+        pass
+    match = _DURATION.match(value)
+    if not value or match is None or not any(match.groups()):
+        raise ValueError(allowed)
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _integration(raw: str) -> str:
+    return _choice(("auto", "on", "off"))(raw)
+
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_TAINT_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def _node_name(raw: str) -> str:
+    value = raw.strip()
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError("a Node name: a lowercase DNS subdomain of at most 253 characters")
+    return value
+
+
+def _qualified_key(value: str) -> bool:
+    """A Kubernetes qualified name: [DNS-subdomain prefix /] name of at most 63 characters."""
+    prefix, sep, name = value.rpartition("/")
+    if sep and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return False
+    return bool(_LABEL_NAME.match(name))
+
+
+def _label_key(raw: str) -> str:
+    value = raw.strip()
+    if not _qualified_key(value):
+        raise ValueError("a label or annotation key such as k8s.amazonaws.com/eniConfig")
+    return value
+
+
+def _taint(raw: str) -> str:
+    """``key[=value]:Effect`` as kubectl writes it, or empty (disabled)."""
+    value = raw.strip()
+    allowed = "key[=value]:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute, or empty"
+    if not value:
+        return ""
+    spec, sep, effect = value.rpartition(":")
+    key, _, taint_value = spec.partition("=")
+    valid = sep and effect in TAINT_EFFECTS and _qualified_key(key) and _TAINT_VALUE.match(taint_value)
+    if not valid:
+        raise ValueError(allowed)
+    return value
+
+
+def _azure_subnet_id(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(
+        r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/virtualNetworks/[^/]+"
+        r"/subnets/[^/]+",
+        value,
+        flags=re.IGNORECASE,
+    ):
+        raise ValueError(
+            "a subnet resource id: /subscriptions/S/resourceGroups/G/providers/Microsoft.Network/"
+            "virtualNetworks/V/subnets/N"
+        )
+    return value
+
+
 VARIABLES: tuple[Variable, ...] = (
     Variable("CLOUD_PROVIDER", "cloud_provider", None, _choice(PROVIDERS),
              "aws, azure or sim (in-process simulated cloud). Required: never guessed.", required=True),
@@ -306,6 +385,29 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SHUTDOWN_TIMEOUT", "shutdown_timeout", "10", _seconds,
              "Seconds SIGTERM waits for in-flight calls before the daemon exits."),
     Variable("LOG_LEVEL", "log_level", "info", _choice(LOG_LEVELS), "debug, info, warning or error."),
+    Variable("KUBERNETES_INTEGRATION", "kubernetes_integration", "auto", _integration,
+             "auto (on when in-cluster or KUBECONFIG config exists), on (refuse to start without), off."),
+    Variable("NODE_NAME", "node_name", None, _node_name,
+             "This node's name (downward API spec.nodeName); MY_NODE_NAME is accepted too."),
+    Variable("KUBECONFIG", "kubeconfig", None, _path,
+             "Kubeconfig file to use when not in-cluster (the in-cluster service account wins)."),
+    Variable("STARTUP_TAINT", "startup_taint", "node.cloud-cni.io/agent-not-ready:NoSchedule", _taint,
+             "Removed from the Node once the daemon can serve a pod (key[=value]:Effect); empty disables."),
+    Variable("STARTUP_TAINT_TIMEOUT", "startup_taint_timeout", "5m", _duration,
+             "Remove the startup taint anyway after this, with a Warning event saying why."),
+    Variable("POD_GONE_GRACE", "pod_gone_grace", "15m", _duration,
+             "An assignment whose pod is absent from a synced watch this long, and whose netns is gone, "
+             "is released."),
+    Variable("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "custom_network_cfg", "false", _bool,
+             "aws only: ENIConfig custom networking (pod ENIs in the ENIConfig's subnet and groups)."),
+    Variable("ENI_CONFIG_LABEL_DEF", "eni_config_label_def", "k8s.amazonaws.com/eniConfig", _label_key,
+             "aws only: Node label naming the ENIConfig (custom networking)."),
+    Variable("ENI_CONFIG_ANNOTATION_DEF", "eni_config_annotation_def", "k8s.amazonaws.com/eniConfig",
+             _label_key, "aws only: Node annotation naming the ENIConfig (custom networking)."),
+    Variable("AZURE_POD_SUBNET_ID", "azure_pod_subnet_id", None, _azure_subnet_id,
+             "azure only: subnet pod ipConfigurations are created in. Unset: the NIC's own subnet."),
+    Variable("AZURE_POD_SUBNET_LABEL", "azure_pod_subnet_label", "cloud-cni.io/pod-subnet", _label_key,
+             "azure only: Node label: a subnet of the node's VNet for pod IPs (AZURE_POD_SUBNET_ID wins)."),
     Variable("AWS_REGION", "aws_region", None, _aws_region,
              "aws only: the Region. Unset: from the instance metadata (placement/region)."),
     Variable("AWS_ENDPOINT_URL", "aws_endpoint_url", None, _url,
@@ -385,6 +487,17 @@ class Settings:
     reconcile_interval: float = 60.0
     shutdown_timeout: float = 10.0
     log_level: str = "info"
+    kubernetes_integration: str = "off"
+    node_name: str | None = None
+    kubeconfig: str | None = None
+    startup_taint: str = ""
+    startup_taint_timeout: float = 300.0
+    pod_gone_grace: float = 900.0
+    custom_network_cfg: bool = False
+    eni_config_label_def: str = "k8s.amazonaws.com/eniConfig"
+    eni_config_annotation_def: str = "k8s.amazonaws.com/eniConfig"
+    azure_pod_subnet_id: str | None = None
+    azure_pod_subnet_label: str = "cloud-cni.io/pod-subnet"
     aws_region: str | None = None
     aws_endpoint_url: str | None = None
     aws_imds_endpoint: str | None = None
@@ -419,6 +532,8 @@ class Settings:
         mode_set = any((env.get(name) or "").strip() for name in _POOL_MODE_VARS)
         for var in VARIABLES:
             raw = env.get(var.name)
+            if var.name == "NODE_NAME" and (raw is None or not raw.strip()):
+                raw = env.get("MY_NODE_NAME")  # aws-vpc-cni's name for it
             if raw is None or raw.strip() == "":
                 if var.required:
                     raise ConfigError(var.name, raw or "", "required: " + var.doc)
@@ -436,6 +551,13 @@ class Settings:
                 "ENABLE_PREFIX_DELEGATION",
                 env.get("ENABLE_PREFIX_DELEGATION", ""),
                 "false on azure: Azure NICs hold single secondary ipConfigurations, not /28 prefixes",
+            )
+        if values["custom_network_cfg"] and values["cloud_provider"] != "aws":
+            raise ConfigError(
+                "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG",
+                env.get("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", ""),
+                "false unless CLOUD_PROVIDER=aws (ENIConfig is AWS custom networking; "
+                "on azure: AZURE_POD_SUBNET_ID)",
             )
         return cls(**values)
 

@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -26,6 +28,12 @@ import structlog
 from ipamd import errors
 from ipamd.cloud.base import CloudProvider
 from ipamd.cloud.limiter import CloudCaller
+from ipamd.events import (
+    INTERFACE_LIMIT_REACHED,
+    MISSING_CLOUD_PERMISSION,
+    SUBNET_EXHAUSTED,
+    NodeReporter,
+)
 from ipamd.metrics import Metrics
 from ipamd.pool import policy
 from ipamd.pool.datastore import Datastore
@@ -65,8 +73,11 @@ class PoolManager:
         metrics: Metrics | None = None,
         min_action_interval: float = 0.0,
         on_interfaces_changed: Callable[[list[InterfaceView]], Awaitable[None]] | None = None,
+        reporter: NodeReporter | None = None,
     ) -> None:
         self.store = store
+        self.reporter = reporter
+        self.growth_hold: str | None = None  # set from outside (e.g. no valid ENIConfig): no growth
         self.on_interfaces_changed = on_interfaces_changed
         self.min_action_interval = min_action_interval
         self.provider = provider
@@ -112,6 +123,39 @@ class PoolManager:
         async with self._grew:
             self._grew.notify_all()
 
+    def hold_growth(self, reason: str | None) -> None:
+        """Hold growth for a reason outside the cloud (``None`` lifts it); the manager re-plans."""
+        if reason and reason != self.growth_hold:
+            log.warning("pool_growth_held", reason=reason)
+        elif reason is None and self.growth_hold:
+            log.info("pool_growth_resumed")
+        self.growth_hold = reason
+        self.wake()
+
+    def set_max_pods(self, max_pods: int | None) -> None:
+        """The cap on held addresses changed (the Node's capacity.pods, when MAX_PODS is unset)."""
+        if max_pods != self.targets.max_pods:
+            log.info("pool_max_pods_changed", old=self.targets.max_pods, new=max_pods)
+            self.targets = dataclasses.replace(self.targets, max_pods=max_pods)
+            self.wake()
+
+    def pool_settled(self, now: float) -> bool:
+        """The pool is at the size it settles at for its current pods: nothing more to grow, or no
+        room left to grow into (max pods, every slot in use). Growth held or paused is not settled."""
+        if self.growth_hold or (self.growth_paused_until is not None and self.growth_paused_until > now):
+            return False
+        state = policy.targets_summary(self.store.view(now=now), self.targets, self.limits, now=now)
+        return not state.low or self._at_capacity(now)
+
+    def _at_capacity(self, now: float) -> bool:
+        view = self.store.view(now=now)
+        state = policy.targets_summary(view, self.targets, self.limits, now=now)
+        slots = state.slots_per_interface
+        full = state.interfaces >= state.max_interfaces and all(
+            i.used_slots >= slots for i in view.interfaces
+        )
+        return state.headroom <= 0 or full
+
     @property
     def max_ips(self) -> int:
         return self.targets.max_pods or self.limits.default_max_pods
@@ -123,15 +167,13 @@ class PoolManager:
         slot of the most interfaces the node may have in use. (An interface busy receiving
         addresses is growth in flight, not a block.)
         """
+        if self.growth_hold:
+            return f"pool growth is held: {self.growth_hold}"
         if self.growth_paused_until is not None and self.growth_paused_until > now:
             return "pool growth is paused (the cloud refused: subnet full, limit or permission)"
-        view = self.store.view(now=now)
-        state = policy.targets_summary(view, self.targets, self.limits, now=now)
-        slots = state.slots_per_interface
-        full = state.interfaces >= state.max_interfaces and all(
-            i.used_slots >= slots for i in view.interfaces
-        )
-        if state.headroom <= 0 or full:
+        if self._at_capacity(now):
+            state = policy.targets_summary(self.store.view(now=now), self.targets, self.limits, now=now)
+            slots = state.slots_per_interface
             return (
                 f"the pool holds its maximum: {state.held} addresses (max pods {state.max_pods}, "
                 f"{state.max_interfaces} interfaces of {slots} slots)"
@@ -191,6 +233,8 @@ class PoolManager:
         paused = (
             self.growth_paused_until if self.growth_paused_until and self.growth_paused_until > now else None
         )
+        if self.growth_hold:
+            paused = math.inf  # held from outside until lifted
         if self.metrics:
             self.metrics.growth_paused.set(1 if paused else 0)
         view = self.store.view(
@@ -310,6 +354,7 @@ class PoolManager:
             if isinstance(exc, errors.CloudPermissionError):
                 fields["missing_permission"] = exc.action
             log.warning("pool_growth_paused", **fields)
+            self._report_pause(exc)
             if isinstance(exc, errors.LimitExceeded):
                 self.next_reconcile_at = now  # our view of the interface may be stale
         elif isinstance(exc, errors.InterfaceNotFound):
@@ -322,6 +367,21 @@ class PoolManager:
             log.info("pool_action_skipped", action=name, reason=str(exc))
         else:
             raise exc
+
+    def _report_pause(self, exc: BaseException) -> None:
+        if self.reporter is None:
+            return
+        pause = f"pool growth paused for {self.growth_pause:.0f} s"
+        if isinstance(exc, errors.CloudPermissionError):
+            self.reporter.node(
+                MISSING_CLOUD_PERMISSION,
+                f"the cloud refused {exc.operation}: missing permission {exc.action}; {pause}",
+                action="GrowPool",
+            )
+        elif isinstance(exc, errors.SubnetFull):
+            self.reporter.node(SUBNET_EXHAUSTED, f"{exc}; {pause}", action="GrowPool")
+        elif isinstance(exc, errors.LimitExceeded):
+            self.reporter.node(INTERFACE_LIMIT_REACHED, f"{exc}; {pause}", action="GrowPool")
 
     # --- reconcile -----------------------------------------------------------------------------
 

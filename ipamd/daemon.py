@@ -14,22 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from ipamd import checkpoint, leaks, spool
+from ipamd import events as ev
 from ipamd.cloud.base import CloudProvider
 from ipamd.cloud.factory import make_provider
 from ipamd.cloud.limiter import CloudCaller, RetryPolicy, TokenBucket
 from ipamd.config import Settings
 from ipamd.datapath.base import Datapath, NoDatapath
-from ipamd.errors import CloudError, ConfigError
+from ipamd.errors import CloudCniError, CloudError, ConfigError
+from ipamd.k8s import integration as k8s
 from ipamd.manager import PoolManager
 from ipamd.metrics import LoopReader, Metrics
 from ipamd.pool.datastore import Datastore
@@ -97,6 +100,10 @@ async def drain_forever(service: IpamService, socket_path: str, stop: asyncio.Ev
             await spool.drain(service, socket_path)
 
 
+class NodeMismatch(CloudCniError):
+    """The Node named by NODE_NAME is not this machine (its providerID names another instance)."""
+
+
 class Daemon:
     def __init__(
         self,
@@ -104,13 +111,55 @@ class Daemon:
         *,
         provider: CloudProvider | None = None,
         clock: Callable[[], float] = time.time,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.provider = provider
+        self.env = os.environ if env is None else env
         self.metrics = Metrics()
         self.stop_event = asyncio.Event()
         self.serving = False
+        self.kube: k8s.KubeIntegration | None = None
+
+    def _kubernetes(self) -> tuple[k8s.KubeIntegration | None, ev.NodeReporter]:
+        """The integration (None when off) and the reporter everything else reports through.
+
+        Only configuration is read here, no request is made: the API is never waited for at start.
+        """
+        s = self.settings
+        source = k8s.decide(self.env, s.kubernetes_integration, s.kubeconfig, s.node_name)
+        if source is None:
+            log.info("kubernetes_integration_off", mode=s.kubernetes_integration)
+            return None, ev.NodeReporter(ev.NullSink(), s.node_name)
+        from ipamd.k8s.api import KubeApi
+        from ipamd.k8s.recorder import EventRecorder
+
+        assert s.node_name is not None  # decide() refuses an integration without it
+        api = KubeApi.from_source(source, observe=self.metrics.on_k8s_request)
+        recorder = EventRecorder(
+            api,
+            instance=f"ipamd-{s.node_name}",
+            on_drop=lambda why: self.metrics.k8s_events_dropped.labels(why).inc(),
+        )
+        reporter = ev.NodeReporter(recorder, s.node_name)
+        log.info("kubernetes_integration_on", config=source.kind, host=api.host, node=s.node_name)
+        integration = k8s.KubeIntegration(
+            api=api,
+            node_name=s.node_name,
+            recorder=recorder,
+            reporter=reporter,
+            cloud=s.cloud_provider,
+            instance_ref=None,
+            startup_taint=s.startup_taint,
+            startup_taint_timeout=s.startup_taint_timeout,
+            pod_gone_grace=s.pod_gone_grace,
+            max_pods_set=s.max_pods is not None,
+            custom_networking=s.custom_network_cfg,
+            eniconfig_keys=(s.eni_config_label_def, s.eni_config_annotation_def),
+            clock=self.clock,
+        )
+        return integration, reporter
 
     def healthy(self, reader: LoopReader) -> bool:
         """Serving, and the event loop answers (a wedged loop fails the liveness probe)."""
@@ -127,9 +176,16 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
         datapath = make_datapath(s)
+        kube, reporter = self._kubernetes()
+        self.kube = kube
         provider = self.provider if self.provider is not None else await asyncio.to_thread(make_provider, s)
+        if kube is not None:
+            kube.instance_ref = getattr(provider, "instance_ref", None)
+        throttle = ev.ThrottleWatch(
+            self.metrics, lambda note: reporter.node(ev.CLOUD_THROTTLED, note, action="CallCloudAPI")
+        )
         caller = CloudCaller(
-            TokenBucket(s.cloud_api_rate, s.cloud_api_burst), RetryPolicy(), observer=self.metrics
+            TokenBucket(s.cloud_api_rate, s.cloud_api_burst), RetryPolicy(), observer=throttle
         )
         limits = await asyncio.to_thread(caller.call, "instance_limits", provider.instance_limits)
         targets = s.targets()
@@ -168,6 +224,13 @@ class Daemon:
                 quarantined=quarantined,
                 hint="quarantined addresses return to the pool when CNI GC or DEL accounts for their pods",
             )
+            reporter.node(
+                ev.CHECKPOINT_RECOVERED,
+                f"the checkpoint was unusable ({'; '.join(loaded.problems)[:400] or 'missing'}); "
+                f"restored from {loaded.source} with {quarantined} addresses quarantined until "
+                "CNI GC or DEL accounts for them",
+                action="RestoreCheckpoint",
+            )
         for orphan in report.orphaned:
             log.error("assignment_without_address", ip=orphan.ip, container_id=orphan.key.container_id)
         log.info(
@@ -202,6 +265,7 @@ class Daemon:
             metrics=self.metrics,
             min_action_interval=s.pool_min_action_interval,
             on_interfaces_changed=datapath.sync_interfaces,
+            reporter=reporter,
         )
         service = IpamService(
             store=store,
@@ -211,8 +275,18 @@ class Daemon:
             metrics=self.metrics,
             clock=self.clock,
             add_wait_timeout=s.add_wait_timeout,
+            reporter=reporter,
         )
         self.service = service
+        if kube is not None:
+            kube.attach(
+                manager=manager,
+                store=store,
+                provider=provider,
+                release=service.release_gone,
+                serving=lambda: self.serving,
+                stop=self.stop_event,
+            )
         reader = LoopReader(loop)
         self.metrics.watch_pool(
             lambda: reader.read(lambda: store.stats(now=self.clock())), lambda: manager.max_ips
@@ -229,10 +303,12 @@ class Daemon:
             if s.introspection_bind:
                 from ipamd import introspection
 
-                routes = introspection_routes(service, manager, s, reader)
+                routes = introspection_routes(service, manager, s, reader, kube)
                 stops.append(introspection.serve(s.introspection_bind, routes, lambda: self.healthy(reader)))
             self.serving = True
             log.info("daemon_ready", socket=s.ipamd_socket)
+            if kube is not None:
+                kube.start()  # after serving: the API is never waited for
             manager_task = asyncio.create_task(
                 supervise("pool_manager", lambda: manager.run(self.stop_event), self.stop_event, self.metrics)
             )
@@ -257,6 +333,8 @@ class Daemon:
             log.info("daemon_stopping", grace_seconds=s.shutdown_timeout)
             self.serving = False
             await rpc.stop(s.shutdown_timeout)
+            if kube is not None:
+                await kube.stop()
             for task in (manager_task, spool_task, sweep_task):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -270,6 +348,8 @@ class Daemon:
             rpc.remove_socket()
             datapath.close()
         log.info("daemon_stopped")
+        if kube is not None and kube.fatal:
+            raise NodeMismatch(kube.fatal)
         return 0
 
 
@@ -290,7 +370,11 @@ def hold_lock(checkpoint_path: Path) -> int:
 
 
 def introspection_routes(
-    service: IpamService, manager: PoolManager, settings: Settings, reader: LoopReader
+    service: IpamService,
+    manager: PoolManager,
+    settings: Settings,
+    reader: LoopReader,
+    kube: k8s.KubeIntegration | None = None,
 ) -> dict[str, Callable[[], Any]]:
     store = service.store
 
@@ -305,6 +389,8 @@ def introspection_routes(
             "quarantined": s.quarantined,
             "max": manager.max_ips,
             "growth_paused_until": manager.growth_paused_until,
+            "growth_hold": manager.growth_hold,
+            "growth_blocked": manager.growth_blocked(now),
             "interfaces": [
                 {
                     "id": v.id,
@@ -332,12 +418,19 @@ def introspection_routes(
                 "netns": a.netns,
                 "assigned_at": a.assigned_at,
                 "orphaned": a.key in orphaned,
+                **(kube.pod_view(a) if kube is not None else {"pod_known": None, "pod_state": "unknown"}),
             }
             for a in store.assignments()
         ]
+
+    def kubernetes() -> dict[str, Any]:
+        if kube is None:
+            return {"integration": "off", "node": settings.node_name}
+        return kube.public()
 
     return {
         "/v1/pool": lambda: reader.read(pool),
         "/v1/assignments": lambda: reader.read(assignments),
         "/v1/config": settings.public,
+        "/v1/k8s": lambda: reader.read(kubernetes),
     }

@@ -167,6 +167,23 @@ class Metrics:
             "Leaked interfaces of this cluster found and deleted",
             registry=r,
         )
+        self.pod_gone_released = Counter(
+            "cloudcni_pod_gone_released",
+            "Assignments released because their pod was gone from the API and its netns from the node",
+            registry=r,
+        )
+        self.k8s_requests = Counter(
+            "cloudcni_k8s_requests",
+            "Kubernetes API requests by verb, resource and HTTP status (0: no answer)",
+            ["verb", "resource", "code"],
+            registry=r,
+        )
+        self.k8s_events_dropped = Counter(
+            "cloudcni_k8s_events_dropped",
+            "Kubernetes events not written: queue full, over budget, or failed",
+            ["why"],
+            registry=r,
+        )
         self.manager_restarts = Counter(
             "cloudcni_manager_restarts", "Pool manager loop crashes that were restarted", registry=r
         )
@@ -181,6 +198,9 @@ class Metrics:
 
     def on_backoff(self, operation: str, delay: float) -> None:
         self.cloud_backoff.labels(operation).inc(delay)
+
+    def on_k8s_request(self, verb: str, resource: str, status: int) -> None:
+        self.k8s_requests.labels(verb, resource, str(status)).inc()
 
     # WriteObserver (ipamd.checkpoint): one sample per write attempt.
     def on_checkpoint_write(self, *, ok: bool, seconds: float, batch: int) -> None:

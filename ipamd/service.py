@@ -18,6 +18,7 @@ import structlog
 from ipamd import errors
 from ipamd.checkpoint import GroupCommitter
 from ipamd.datapath.base import Datapath, PodWiring
+from ipamd.events import INTERFACE_LIMIT_REACHED, IP_ALLOCATION_DELAYED, NodeReporter
 from ipamd.manager import PoolManager
 from ipamd.metrics import Metrics
 from ipamd.pool.datastore import Datastore
@@ -54,7 +55,9 @@ class IpamService:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         add_wait_timeout: float = 5.0,
+        reporter: NodeReporter | None = None,
     ) -> None:
+        self.reporter = reporter
         self.store = store
         self.committer = committer
         self.manager = manager
@@ -91,20 +94,37 @@ class IpamService:
         return AddResult(assignment, wiring, device_index or 0)
 
     async def _assign(self, call: Call) -> Assignment:
-        deadline = self.clock() + self.add_wait_timeout
+        started = self.clock()
+        deadline = started + self.add_wait_timeout
+        waited = False
         while True:
             overrides = self.store.cooldown_overrides
             try:
                 assignment = self.store.assign(call.key, call.pod, netns=call.netns, now=self.clock())
             except errors.NoAddressAvailable:
+                if not waited:
+                    waited = True
+                    self._report_wait(call)
                 remaining = deadline - self.clock()
                 if remaining <= 0 or not await self.manager.wait_for_growth(remaining):
                     if self.metrics:
                         self.metrics.no_ip_available.inc()
+                    self._report_delay(
+                        call,
+                        f"no address after waiting {self.clock() - started:.1f} s: "
+                        "the runtime will retry (CNI error 11)",
+                    )
                     raise errors.NoAddressAvailable(
                         "no free address on this node and the pool could not grow in time; try again later"
                     ) from None
                 continue
+            if waited:
+                self._report_delay(
+                    call,
+                    f"the pool had no free address; waited {self.clock() - started:.1f} s "
+                    f"for it to grow, got {assignment.ip}",
+                    type_="Normal",
+                )
             if self.metrics and self.store.cooldown_overrides != overrides:
                 self.metrics.cooldown_overrides.inc()
             log.info(
@@ -116,6 +136,56 @@ class IpamService:
                 interface=assignment.interface_id,
             )
             return assignment
+
+    def _report_wait(self, call: Call) -> None:
+        """An ADD found the pool empty: at the node's limit, that is worth an event on the Node."""
+        if self.reporter is None:
+            return
+        blocked = self.manager.growth_blocked(self.clock())
+        if blocked.startswith("the pool holds its maximum"):
+            pod = f"{call.pod.namespace}/{call.pod.name}" if call.pod.name else call.key.container_id[:12]
+            self.reporter.node(
+                INTERFACE_LIMIT_REACHED, f"pod {pod} waits for an address: {blocked}", action="AssignIP"
+            )
+
+    def _report_delay(self, call: Call, note: str, type_: str = "Warning") -> None:
+        if self.reporter is not None:
+            self.reporter.pod(
+                call.pod,
+                IP_ALLOCATION_DELAYED,
+                note,
+                action="AssignIP",
+                type="Normal" if type_ == "Normal" else "Warning",
+            )
+
+    async def release_gone(self, expected: Assignment) -> bool:
+        """Release an assignment whose pod is gone for good (``ipamd.k8s.pods`` proved it).
+
+        Only if the assignment is still exactly the one that was proven gone; torn down from the
+        allocation record, cooled like a DEL (a late packet to the old pod must not reach a new one).
+        """
+        if self.store.get(expected.key) != expected:
+            return False
+        try:
+            await self.datapath.del_pod(expected)
+        except Exception as exc:  # its netns is gone; host-side leftovers go at the next sweep
+            log.warning("pod_gone_teardown_failed", container_id=expected.key.container_id, error=str(exc))
+        if self.store.get(expected.key) != expected:
+            return False
+        self.store.unassign(expected.key, now=self.clock())
+        await self._durable()
+        log.warning(
+            "ip_released_pod_gone",
+            container_id=expected.key.container_id,
+            pod=f"{expected.pod.namespace}/{expected.pod.name}",
+            uid=expected.pod.uid,
+            ip=expected.ip,
+        )
+        if self.metrics:
+            self.metrics.pod_gone_released.inc()
+        self.manager.wake()
+        await self.manager.addresses_freed()
+        return True
 
     async def delete(self, call: Call, prev_result: dict[str, Any] | None) -> None:
         assignment = self.store.get(call.key)

@@ -41,8 +41,19 @@ MODELS = {
     "ServiceAccount": "V1ServiceAccount",
     "ClusterRole": "V1ClusterRole",
     "ClusterRoleBinding": "V1ClusterRoleBinding",
+    "ValidatingAdmissionPolicy": "V1ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding": "V1ValidatingAdmissionPolicyBinding",
+    "CustomResourceDefinition": "V1CustomResourceDefinition",
 }
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "CustomResourceDefinition",
+}
+# What the kubelet puts in an env var from the downward API, for the env the daemon starts with.
+DOWNWARD_API = {"spec.nodeName": "node-1.example.internal"}
 SCALARS = {"str", "int", "bool", "float", "object", "datetime", "date"}
 SCRAPE_LABELS = {"instance", "job"}  # added by Prometheus to every scraped series
 
@@ -107,12 +118,17 @@ def conflist() -> dict[str, Any]:
 
 
 def daemon_env() -> dict[str, str]:
-    """The environment the ipamd container starts with: envFrom ConfigMaps, then env (which wins)."""
+    """The environment the ipamd container starts with: envFrom ConfigMaps, then env (which wins).
+    Downward API values stand in as ``DOWNWARD_API`` says."""
     c = container()
     env: dict[str, str] = {}
     for source in c.get("envFrom", []):
         env.update(one("ConfigMap", source["configMapRef"]["name"])["data"])
     for var in c.get("env", []):
+        if "valueFrom" in var:
+            assert set(var["valueFrom"]) == {"fieldRef"}, f"{var['name']}: only the downward API"
+            env[var["name"]] = DOWNWARD_API[var["valueFrom"]["fieldRef"]["fieldPath"]]
+            continue
         assert "value" in var, f"{var['name']}: the daemon's settings are plain values"
         env[var["name"]] = var["value"]
     return env
@@ -223,6 +239,13 @@ def test_the_daemon_env_starts_this_build(tmp_path: Path) -> None:
     settings = Settings.from_env(env)
     make_datapath(settings)  # raises ConfigError for a datapath this build does not wire
     make_provider(dataclasses.replace(settings, sim_state_path=str(tmp_path / "sim.json")))
+
+
+def test_node_name_comes_from_the_downward_api() -> None:
+    env = {v["name"]: v.get("valueFrom") for v in container()["env"]}
+    assert env["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert "NODE_NAME" not in config_data(), "the ConfigMap is shared by every node: no node name in it"
+    assert daemon_settings().node_name == DOWNWARD_API["spec.nodeName"]
 
 
 def test_shutdown_timeout_fits_in_the_grace_period() -> None:
@@ -369,10 +392,16 @@ def test_rbac_is_least_privilege_and_bound_to_the_daemonset_account() -> None:
     want = (
         {("", "nodes", v) for v in ("get", "list", "watch", "patch")}
         | {("", "pods", v) for v in ("get", "list", "watch")}
-        | {("", "events", v) for v in ("create", "patch")}
+        | {("events.k8s.io", "events", v) for v in ("create", "patch")}
+        | {("crd.k8s.amazonaws.com", "eniconfigs", v) for v in ("get", "list", "watch")}
     )
     assert granted == want
     assert all("*" not in part for grant in granted for part in grant)
+    verbs = {verb for rule in role["rules"] for verb in rule["verbs"]}
+    assert verbs <= {"get", "list", "watch", "patch", "create"}, f"verbs the daemon never uses: {verbs}"
+    assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in role["rules"]), (
+        "no resourceNames (a ClusterRole cannot name each daemon's node) and no nonResourceURLs"
+    )
 
     account = pod_spec()["serviceAccountName"]
     sa = one("ServiceAccount", account)
@@ -478,6 +507,7 @@ def test_kustomization_lists_every_manifest_and_the_image() -> None:
     kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
     listed = set(kustomization["resources"])
     on_disk = {str(p.relative_to(DEPLOY)) for p in manifest_files()}
+    assert {"rbac.yaml", "admission-policy.yaml", "eniconfig-crd.yaml"} <= on_disk
     assert listed == on_disk, f"unlisted: {sorted(on_disk - listed)}; missing: {sorted(listed - on_disk)}"
 
     images = {i["name"]: i for i in kustomization["images"]}

@@ -1,9 +1,11 @@
-"""``cloud-cni``: the daemon and the operator's commands.
+"""cloud-cni: the daemon and the operator's commands.
 
-cloud-cni ipamd        run the node daemon in the foreground (also: python -m ipamd)
-cloud-cni demo         the daemon on the simulated cloud, driven through a node story
-cloud-cni install-shim put the CNI plugin and its private Python runtime on the node (init container)
-cloud-cni node-init    the kernel settings the Linux datapath needs (privileged init container)
+cloud-cni ipamd          run the node daemon in the foreground (also: python -m ipamd)
+cloud-cni status         what the running daemon holds: pool, interfaces, assignments, Kubernetes
+cloud-cni config check   validate an environment as the daemon would and print the effective settings
+cloud-cni demo           the daemon on the simulated cloud, driven through a node story
+cloud-cni install-shim   put the CNI plugin and its private Python runtime on the node (init container)
+cloud-cni node-init      the kernel settings the Linux datapath needs (privileged init container)
 cloud-cni version
 """
 
@@ -80,6 +82,147 @@ def run_node_init() -> int:
     return 0
 
 
+_STATUS_TIMEOUT = 5.0
+
+
+def _emit(text: str) -> None:
+    """Write to stdout; a reader that went away (``| head``) is not an error worth a traceback."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # quiet the exit-time flush
+
+
+class _StatusFailed(Exception):
+    """The status could not be read; the message is the one line the command prints."""
+
+
+def _unreachable(endpoint: str, exc: BaseException) -> _StatusFailed:
+    if isinstance(exc, ConnectionRefusedError):
+        reason = "connection refused"
+    elif isinstance(exc, TimeoutError):
+        reason = f"no answer in {_STATUS_TIMEOUT:g}s"
+    elif isinstance(exc, OSError):
+        reason = (exc.strerror or str(exc) or type(exc).__name__).lower()
+    else:  # http.client.HTTPException: something answered, not HTTP
+        reason = f"not an HTTP answer: {type(exc).__name__}"
+    return _StatusFailed(
+        f"cannot reach the daemon's introspection at {endpoint} ({reason}); "
+        "is INTROSPECTION_BIND off or elsewhere?"
+    )
+
+
+def _fetch_status(endpoint: str) -> tuple[object, object, object | None]:
+    """GET /v1/pool, /v1/assignments and /v1/k8s (``None`` when the daemon has no such path) over
+    one plain HTTP connection: the daemon binds loopback, so no proxy and no TLS apply."""
+    import http.client
+    import json
+
+    from ipamd import status
+
+    host, port = status.parse_endpoint(endpoint)
+    conn = http.client.HTTPConnection(host, port, timeout=_STATUS_TIMEOUT)
+
+    def get(path: str, *, optional: bool = False) -> object | None:
+        try:
+            conn.request("GET", path, headers={"Accept": "application/json"})
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise _unreachable(endpoint, exc) from None
+        if response.status == 404 and optional:
+            return None
+        if response.status != 200:
+            detail = body.decode("utf-8", "replace").strip().splitlines()[:1]
+            raise _StatusFailed(
+                f"the daemon at {endpoint} answered {response.status} {response.reason} for {path}"
+                + (f": {detail[0][:200]}" if detail else "")
+            )
+        try:
+            doc: object = json.loads(body)
+        except ValueError as exc:
+            raise _StatusFailed(f"the daemon at {endpoint} sent {path} that is not JSON ({exc})") from None
+        return doc
+
+    try:
+        return get("/v1/pool"), get("/v1/assignments"), get("/v1/k8s", optional=True)
+    finally:
+        conn.close()
+
+
+def run_status(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from ipamd import status
+
+    endpoint = args.introspection or os.environ.get("INTROSPECTION_BIND", "").strip()
+    endpoint = endpoint or status.DEFAULT_INTROSPECTION
+    if endpoint.lower() == "off":
+        print(
+            "cloud-cni status: INTROSPECTION_BIND is off: the daemon serves no introspection "
+            "(give --introspection HOST:PORT if it does elsewhere)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        status.parse_endpoint(endpoint)
+    except ValueError as exc:
+        source = "--introspection " if args.introspection else "INTROSPECTION_BIND="
+        print(f"cloud-cni status: {source}{exc}", file=sys.stderr)
+        return 2
+    try:
+        pool, assignments, k8s = _fetch_status(endpoint)
+        if args.json:
+            text = json.dumps({"pool": pool, "assignments": assignments, "kubernetes": k8s}, indent=2) + "\n"
+        else:
+            text = status.render_status(pool, assignments, k8s, now=time.time())
+    except _StatusFailed as exc:
+        print(f"cloud-cni status: {exc}", file=sys.stderr)
+        return 1
+    except status.DocumentError as exc:
+        print(
+            f"cloud-cni status: the daemon at {endpoint} sent an unexpected document: {exc}", file=sys.stderr
+        )
+        return 1
+    _emit(text)
+    return 0
+
+
+def run_config_check(args: argparse.Namespace) -> int:
+    """Exit 0 and print the effective settings, or exit 2 with the line the daemon would print."""
+    import json
+    from pathlib import Path
+
+    from ipamd import status
+    from ipamd.config import Settings
+
+    prog = "cloud-cni config check"
+    env: dict[str, str] = dict(os.environ)
+    if args.env_file:
+        try:
+            env = status.parse_env_file(Path(args.env_file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            print(f"{prog}: cannot read {args.env_file}: {reason}", file=sys.stderr)
+            return 2
+        except status.EnvFileError as exc:
+            print(f"{prog}: {args.env_file} {exc}", file=sys.stderr)
+            return 2
+    try:
+        settings = Settings.from_env(env)
+        status.check_datapath(settings)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        _emit(json.dumps(settings.public(), indent=2) + "\n")
+    else:
+        _emit("\n".join(status.render_settings(settings, env)) + "\n")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloud-cni", description=__doc__.split("\n\n")[0] if __doc__ else None
@@ -89,6 +232,30 @@ def make_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the daemon on the simulated cloud through a node story")
     demo.add_argument("--pods", type=int, default=30, help="pods in the scale-up burst (default 30)")
     demo.add_argument("--plot", metavar="FILE.png", help="draw pool size and demand over time")
+    status = sub.add_parser(
+        "status",
+        help="what the running daemon holds: pool, interfaces, assignments, Kubernetes",
+        description="Read the running daemon's introspection endpoint and print a summary.",
+    )
+    status.add_argument("--json", action="store_true", help="print the documents as read, as one JSON object")
+    status.add_argument(
+        "--introspection",
+        metavar="HOST:PORT",
+        help="where the daemon serves introspection (default: $INTROSPECTION_BIND, else 127.0.0.1:61679)",
+    )
+    config = sub.add_parser("config", help="check the daemon's settings")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser(
+        "check",
+        help="validate an environment as the daemon would and print the effective settings",
+        description="Validate the settings as the daemon does at start (exit 2 with its one line if "
+        "invalid) and print NAME=value for every variable, marked (set) or (azure default).",
+    )
+    check.add_argument(
+        "--env-file", metavar="FILE", help="read KEY=VALUE lines from FILE instead of the environment"
+    )
+    check.add_argument("--json", action="store_true", help="print the settings as JSON (as GET /v1/config)")
+    # max-pods: ipamd/maxpods_cli.py registers its parser here: add_max_pods_parser(sub)
     sub.add_parser("version", help="print the version")
     sub.add_parser("node-init", help="set ip_forward and loose rp_filter for the Linux datapath (as root)")
     installer = sub.add_parser(
@@ -121,12 +288,19 @@ def main(argv: list[str] | None = None) -> int:
         return run_install_shim(args)
     if args.command == "node-init":
         return run_node_init()
+    if args.command == "status":
+        return run_status(args)
+    if args.command == "config":
+        return run_config_check(args)
+    # max-pods: `if args.command == "max-pods": return run_max_pods(args)` (ipamd/maxpods_cli.py)
     if args.command == "version":
         print(_version())
         return 0
-    from ipamd.demo import main as demo_main
+    if args.command == "demo":
+        from ipamd.demo import main as demo_main
 
-    return demo_main(pods=args.pods, plot=args.plot)
+        return demo_main(pods=args.pods, plot=args.plot)
+    raise AssertionError(f"no handler for command {args.command!r}")
 
 
 if __name__ == "__main__":

@@ -201,6 +201,7 @@ class Variable:
     doc: str
     required: bool = False
     azure_default: str | None = None  # the default when CLOUD_PROVIDER=azure, if it differs
+    empty_means_off: bool = False  # set but empty: the empty value (off), not the default
 
 
 # Warm-pool targets an operator may set. If any is set, the azure defaults of the others are not
@@ -392,7 +393,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("KUBECONFIG", "kubeconfig", None, _path,
              "Kubeconfig file to use when not in-cluster (the in-cluster service account wins)."),
     Variable("STARTUP_TAINT", "startup_taint", "node.cloud-cni.io/agent-not-ready:NoSchedule", _taint,
-             "Removed from the Node once the daemon can serve a pod (key[=value]:Effect); empty disables."),
+             "Removed from the Node once the daemon can serve a pod (key[=value]:Effect); set empty: off.",
+             empty_means_off=True),
     Variable("STARTUP_TAINT_TIMEOUT", "startup_taint_timeout", "5m", _duration,
              "Remove the startup taint anyway after this, with a Warning event saying why."),
     Variable("POD_GONE_GRACE", "pod_gone_grace", "15m", _duration,
@@ -528,12 +530,15 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Parse every variable of ``VARIABLES``; the first bad one raises ConfigError."""
         values: dict[str, Any] = {}
-        azure = (env.get("CLOUD_PROVIDER") or "").strip() == "azure"
+        azure = (env.get("CLOUD_PROVIDER") or "").strip().lower() == "azure"
         mode_set = any((env.get(name) or "").strip() for name in _POOL_MODE_VARS)
         for var in VARIABLES:
             raw = env.get(var.name)
             if var.name == "NODE_NAME" and (raw is None or not raw.strip()):
                 raw = env.get("MY_NODE_NAME")  # aws-vpc-cni's name for it
+            if raw is not None and var.empty_means_off and raw.strip() == "":
+                values[var.field] = var.parse("")
+                continue
             if raw is None or raw.strip() == "":
                 if var.required:
                     raise ConfigError(var.name, raw or "", "required: " + var.doc)
@@ -562,6 +567,9 @@ class Settings:
         return cls(**values)
 
     def targets(self) -> WarmPoolTargets:
+        """The pool's targets. With custom networking pods never take the primary ENI's addresses
+        (aws-vpc-cni's skipPrimary). On azure a pod subnet may do the same; the provider says so
+        (``AzureProvider.primary_interface_pods``) and the daemon replaces the field."""
         return WarmPoolTargets(
             warm_eni=self.warm_eni_target,
             warm_ip=self.warm_ip_target,
@@ -573,6 +581,7 @@ class Settings:
             cooldown=self.ip_cooldown_period,
             release_delay=self.pool_release_delay,
             ip_batch=self.ip_batch_size,
+            primary_interface_pods=not self.custom_network_cfg,
         )
 
     @property

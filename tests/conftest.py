@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fakes.imds",
     "tests.fakes.azure_arm",
     "tests.fakes.containerd",
+    "tests.fakes.kube_apiserver",
 ]

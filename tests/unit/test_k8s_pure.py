@@ -285,6 +285,8 @@ def test_settings_errors_name_the_variable() -> None:
     with pytest.raises(ConfigError, match="AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG"):
         Settings.from_env({**base, "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true"})
     assert Settings.from_env({**base, "MY_NODE_NAME": NODE}).node_name == NODE
+    assert Settings.from_env({**base, "STARTUP_TAINT": ""}).startup_taint == ""  # set empty: off
+    assert Settings.from_env(base).startup_taint.startswith("node.cloud-cni.io/")
     assert Settings.from_env({**base, "MY_NODE_NAME": "a", "NODE_NAME": NODE}).node_name == NODE
 
 

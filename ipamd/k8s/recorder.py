@@ -4,6 +4,7 @@
 - Repeats of one condition (same object, type, reason, action) within ``SERIES_WINDOW`` become one
   Event whose ``series`` (count, lastObservedTime) is updated, not a new Event each time; the update
   is written at most every ``SERIES_FLUSH`` seconds, so a storm of repeats costs a write a minute.
+  The note stays the first occurrence's: the API server refuses to change an event's note.
 - A budget modelled on client-go's spam filter guards the API server: per (object, type), a token
   bucket of ``BURST`` writes refilled at one per ``REFILL`` seconds (25, then one per 5 min). A write
   with no token is not made: a new event is dropped (counted), a series update waits for a token.
@@ -62,7 +63,6 @@ class _Series:
     count: int
     first: float
     last: float
-    note: str
     written_count: int
     written_at: float
 
@@ -115,6 +115,7 @@ class EventRecorder:
         self._on_drop = on_drop
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
+        self._seq = 0
 
     # --- EventSink -----------------------------------------------------------------------------
 
@@ -177,7 +178,6 @@ class EventRecorder:
         if series is not None and now - series.last < SERIES_WINDOW:
             series.count += 1
             series.last = now
-            series.note = event.note
             self.stats.aggregated += 1
             self._maybe_flush(key, series, now)
             return
@@ -201,10 +201,8 @@ class EventRecorder:
             return
         if not self._take(key[0], key[1], now):
             return  # stays dirty: written when the budget allows
-        body = {
-            "series": {"count": series.count, "lastObservedTime": _micro(series.last)},
-            "note": series.note,
-        }
+        # Only the series: an event's note (like its other fields) is immutable once created.
+        body = {"series": {"count": series.count, "lastObservedTime": _micro(series.last)}}
         path = f"/apis/events.k8s.io/v1/namespaces/{series.namespace}/events/{series.name}"
         try:
             self._write("PATCH", path, body, "application/merge-patch+json", "patch")
@@ -221,7 +219,8 @@ class EventRecorder:
     def _create(self, event: Event, now: float) -> _Series | None:
         r = event.regarding
         namespace = r.namespace if r.kind == "Pod" else "default"  # Node events live in default
-        name = f"{r.name}.{int(now * 1e9):x}"
+        self._seq += 1  # two events in one clock tick (a coarse or simulated clock) need two names
+        name = f"{r.name}.{int(now * 1e9) + self._seq:x}"
         regarding: dict[str, Any] = {"apiVersion": "v1", "kind": r.kind, "name": r.name}
         if r.namespace:
             regarding["namespace"] = r.namespace
@@ -251,7 +250,7 @@ class EventRecorder:
                 self._drop("failed", event, str(exc))
             return None
         self.stats.by_reason[event.reason] = self.stats.by_reason.get(event.reason, 0) + 1
-        return _Series(name, namespace, 1, now, now, note, 1, now)
+        return _Series(name, namespace, 1, now, now, 1, now)
 
     def _write(self, method: str, path: str, body: Any, content_type: str | None, verb: str) -> None:
         for attempt in range(1, _TRIES + 1):

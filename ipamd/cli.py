@@ -210,9 +210,14 @@ def run_config_check(args: argparse.Namespace) -> int:
         except status.EnvFileError as exc:
             print(f"{prog}: {args.env_file} {exc}", file=sys.stderr)
             return 2
+    from ipamd.config import check_datapath
+    from ipamd.k8s.integration import decide
+
     try:
         settings = Settings.from_env(env)
-        status.check_datapath(settings)
+        check_datapath(settings)
+        # Which Kubernetes config the daemon would use; no request is made.
+        decide(env, settings.kubernetes_integration, settings.kubeconfig, settings.node_name)
     except ConfigError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

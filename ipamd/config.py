@@ -596,6 +596,19 @@ class Settings:
         return {var.name: by_field[var.field] for var in VARIABLES}
 
 
+def check_datapath(settings: Settings, platform: str = sys.platform) -> None:
+    """Whether this build can run DATAPATH on this platform; the daemon and ``config check`` ask."""
+    if settings.datapath == "none":
+        return
+    if settings.datapath == "linux":
+        if not platform.startswith("linux"):
+            raise ConfigError("DATAPATH", settings.datapath, "linux only on Linux nodes")
+        return
+    raise ConfigError(
+        "DATAPATH", settings.datapath, "linux or none; the windows (HNS) datapath is not part of this build"
+    )
+
+
 def markdown_table() -> str:
     """The env var table of docs/configuration.md (a test keeps the doc equal to this)."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]

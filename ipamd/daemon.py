@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,7 +28,7 @@ from ipamd import events as ev
 from ipamd.cloud.base import CloudProvider
 from ipamd.cloud.factory import make_provider
 from ipamd.cloud.limiter import CloudCaller, RetryPolicy, TokenBucket
-from ipamd.config import Settings
+from ipamd.config import Settings, check_datapath
 from ipamd.datapath.base import Datapath, NoDatapath
 from ipamd.errors import CloudCniError, CloudError, ConfigError
 from ipamd.k8s import integration as k8s
@@ -45,25 +44,18 @@ _MANAGER_MAX_RESTARTS = 5
 
 
 def make_datapath(settings: Settings) -> Datapath:
+    check_datapath(settings)
     if settings.datapath == "none":
         return NoDatapath()
-    if settings.datapath == "linux":
-        if not sys.platform.startswith("linux"):
-            raise ConfigError("DATAPATH", settings.datapath, "linux only on Linux nodes")
-        from ipamd.datapath.linux.datapath import LinuxDatapath
+    from ipamd.datapath.linux.datapath import LinuxDatapath
 
-        return LinuxDatapath(
-            veth_prefix=settings.veth_prefix,
-            pod_mtu=settings.pod_mtu,
-            external_snat=settings.external_snat,
-            exclude_snat_cidrs=settings.exclude_snat_cidrs,
-            snat_backend=settings.snat_backend,
-            link_timeout=settings.interface_link_timeout,
-        )
-    raise ConfigError(
-        "DATAPATH",
-        settings.datapath,
-        "linux or none; the windows (HNS) datapath is not part of this build",
+    return LinuxDatapath(
+        veth_prefix=settings.veth_prefix,
+        pod_mtu=settings.pod_mtu,
+        external_snat=settings.external_snat,
+        exclude_snat_cidrs=settings.exclude_snat_cidrs,
+        snat_backend=settings.snat_backend,
+        link_timeout=settings.interface_link_timeout,
     )
 
 

@@ -31,13 +31,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from ipamd.config import VARIABLES, Settings
-from ipamd.errors import ConfigError
 
 DEFAULT_INTROSPECTION = "127.0.0.1:61679"
 
@@ -430,20 +428,6 @@ def parse_endpoint(text: str) -> tuple[str, int]:
 
 
 # --- cloud-cni config check ----------------------------------------------------------------------
-
-
-def check_datapath(settings: Settings, platform: str = sys.platform) -> None:
-    """The check ``ipamd.daemon.make_datapath`` applies before it builds a datapath, without building
-    one (no thread pool, no netlink). A unit test keeps the two in agreement."""
-    if settings.datapath == "none":
-        return
-    if settings.datapath == "linux":
-        if not platform.startswith("linux"):
-            raise ConfigError("DATAPATH", settings.datapath, "linux only on Linux nodes")
-        return
-    raise ConfigError(
-        "DATAPATH", settings.datapath, "linux or none; the windows (HNS) datapath is not part of this build"
-    )
 
 
 def env_text(value: Any) -> str:

@@ -566,30 +566,15 @@ def test_settings_lines_read_back_as_the_same_settings() -> None:
     assert Settings.from_env(status.parse_env_file(text)) == settings
 
 
-def test_check_datapath_agrees_with_the_daemon() -> None:
-    from ipamd.config import DATAPATHS
-    from ipamd.daemon import make_datapath
-
-    for datapath in DATAPATHS:
-        settings = Settings.from_env({"CLOUD_PROVIDER": "sim", "DATAPATH": datapath})
-        try:
-            made = make_datapath(settings)
-        except ConfigError as exc:
-            with pytest.raises(ConfigError) as ours:
-                status.check_datapath(settings)
-            assert str(ours.value) == str(exc), datapath
-        else:
-            status.check_datapath(settings)
-            pool = getattr(made, "_pool", None)
-            if pool is not None:
-                pool.shutdown()
-
-
 def test_check_datapath_linux_needs_linux() -> None:
+    from ipamd.config import check_datapath
+
     settings = Settings.from_env({"CLOUD_PROVIDER": "sim", "DATAPATH": "linux"})
     with pytest.raises(ConfigError, match="DATAPATH='linux' is invalid: linux only on Linux nodes"):
-        status.check_datapath(settings, platform="win32")
-    status.check_datapath(settings, platform="linux")
+        check_datapath(settings, platform="win32")
+    check_datapath(settings, platform="linux")
+    with pytest.raises(ConfigError, match="windows"):
+        check_datapath(Settings.from_env({"CLOUD_PROVIDER": "sim", "DATAPATH": "windows"}))
 
 
 @pytest.mark.parametrize(
@@ -694,6 +679,23 @@ def test_config_check_reads_the_process_environment(
     monkeypatch.setenv("DATAPATH", "none")
     code, out, _ = run(["config", "check"], capsys)
     assert code == 0 and "CLOUD_PROVIDER=sim  (set)" in out.splitlines()
+
+
+def test_config_check_applies_the_kubernetes_decision(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text("CLOUD_PROVIDER=sim\nDATAPATH=none\nKUBERNETES_INTEGRATION=on\nNODE_NAME=n1\n")
+    code, out, err = run(["config", "check", "--env-file", str(env_file)], capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        "cloud-cni config check: KUBERNETES_INTEGRATION='on' is invalid: a Kubernetes config"
+    )
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\n")
+    env_file.write_text(f"CLOUD_PROVIDER=sim\nDATAPATH=none\nKUBECONFIG={kubeconfig}\n")
+    code, _, err = run(["config", "check", "--env-file", str(env_file)], capsys)
+    assert code == 2 and "NODE_NAME" in err  # auto finds the config, so it needs the node's name
 
 
 def test_config_check_missing_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

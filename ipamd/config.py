@@ -365,7 +365,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("IP_COOLDOWN_PERIOD", "ip_cooldown_period", "30", _seconds,
              "Seconds a released IP rests before reuse (kept across restarts)."),
     Variable("MAX_PODS", "max_pods", None, _int_at_least(1),
-             "Cap on pod IPs held. Unset: interfaces x (IPs per interface - 1) + 2."),
+             "Cap on pod IPs held. Unset: the Node's capacity.pods, else the instance's interfaces "
+             "x (IPs per interface - 1) + 2 (one interface fewer with custom networking)."),
     Variable("CLUSTER_NAME", "cluster_name", "", _cluster_name,
              "Tagged on every cloud resource the daemon creates."),
     Variable("POOL_RELEASE_DELAY", "pool_release_delay", "30", _seconds,
@@ -568,8 +569,9 @@ class Settings:
 
     def targets(self) -> WarmPoolTargets:
         """The pool's targets. With custom networking pods never take the primary ENI's addresses
-        (aws-vpc-cni's skipPrimary). On azure a pod subnet may do the same; the provider says so
-        (``AzureProvider.primary_interface_pods``) and the daemon replaces the field."""
+        (aws-vpc-cni's skipPrimary). On azure a pod subnet on another NIC does the same; the provider
+        says so (``provider.primary_interface_pods``), and ``PoolManager.set_primary_interface_pods``
+        applies it to the targets and the datastore."""
         return WarmPoolTargets(
             warm_eni=self.warm_eni_target,
             warm_ip=self.warm_ip_target,

@@ -18,7 +18,9 @@ CloudCniError
         ├── LimitExceeded       instance/interface limit reached (ENI count, IPs per ENI)
         ├── SubnetFull          the subnet has no free addresses (pause growth for a cool-off)
         ├── CloudPermissionError  missing IAM/RBAC permission; ``action`` names it
-        └── InterfaceNotFound   the interface is gone (already-gone: reconcile swallows it)
+        ├── InterfaceNotFound   the interface is gone (already-gone: reconcile swallows it)
+        └── NoPlacement         custom networking without a placement yet (no valid ENIConfig):
+                                no interface is created, nothing is sent
 """
 
 from __future__ import annotations
@@ -112,3 +114,7 @@ class CloudPermissionError(PermanentCloudError):
 
 class InterfaceNotFound(PermanentCloudError):
     pass
+
+
+class NoPlacement(PermanentCloudError):
+    """A new interface needs a placement (custom networking: an ENIConfig) and none is set."""

@@ -76,8 +76,10 @@ class PoolManager:
         reporter: NodeReporter | None = None,
     ) -> None:
         self.store = store
+        # The datastore follows the targets: no new pod on the primary when the policy leaves it alone.
+        store.primary_interface_pods = targets.primary_interface_pods
         self.reporter = reporter
-        self.growth_hold: str | None = None  # set from outside (e.g. no valid ENIConfig): no growth
+        self._holds: dict[str, str] = {}  # source -> why growth is held from outside the cloud
         self.on_interfaces_changed = on_interfaces_changed
         self.min_action_interval = min_action_interval
         self.provider = provider
@@ -123,20 +125,41 @@ class PoolManager:
         async with self._grew:
             self._grew.notify_all()
 
-    def hold_growth(self, reason: str | None) -> None:
-        """Hold growth for a reason outside the cloud (``None`` lifts it); the manager re-plans."""
-        if reason and reason != self.growth_hold:
-            log.warning("pool_growth_held", reason=reason)
-        elif reason is None and self.growth_hold:
-            log.info("pool_growth_resumed")
-        self.growth_hold = reason
+    def hold_growth(self, reason: str | None, source: str = "default") -> None:
+        """Hold growth for a reason outside the cloud (``None`` lifts that source's hold); re-plan.
+
+        Sources are independent (custom networking without an ENIConfig, the Node not read yet):
+        growth resumes when none holds it.
+        """
+        current = self._holds.get(source)
+        if reason and reason != current:
+            log.warning("pool_growth_held", source=source, reason=reason)
+            self._holds[source] = reason
+        elif reason is None and current is not None:
+            log.info("pool_growth_hold_lifted", source=source)
+            del self._holds[source]
         self.wake()
+
+    @property
+    def growth_hold(self) -> str | None:
+        """Why growth is held from outside the cloud (every source's reason), or None."""
+        return "; ".join(self._holds.values()) or None
 
     def set_max_pods(self, max_pods: int | None) -> None:
         """The cap on held addresses changed (the Node's capacity.pods, when MAX_PODS is unset)."""
         if max_pods != self.targets.max_pods:
             log.info("pool_max_pods_changed", old=self.targets.max_pods, new=max_pods)
             self.targets = dataclasses.replace(self.targets, max_pods=max_pods)
+            self.wake()
+
+    def set_primary_interface_pods(self, allowed: bool) -> None:
+        """Whether new pods may take the primary interface's addresses (False: custom networking, or
+        an Azure pod subnet on another NIC). The policy and the datastore follow at once; pods already
+        on the primary keep their addresses."""
+        if allowed != self.targets.primary_interface_pods or allowed != self.store.primary_interface_pods:
+            log.info("pool_primary_interface_pods_changed", allowed=allowed)
+            self.targets = dataclasses.replace(self.targets, primary_interface_pods=allowed)
+            self.store.primary_interface_pods = allowed
             self.wake()
 
     def pool_settled(self, now: float) -> bool:
@@ -148,17 +171,12 @@ class PoolManager:
         return not state.low or self._at_capacity(now)
 
     def _at_capacity(self, now: float) -> bool:
-        view = self.store.view(now=now)
-        state = policy.targets_summary(view, self.targets, self.limits, now=now)
-        slots = state.slots_per_interface
-        full = state.interfaces >= state.max_interfaces and all(
-            i.used_slots >= slots for i in view.interfaces
-        )
-        return state.headroom <= 0 or full
+        state = policy.targets_summary(self.store.view(now=now), self.targets, self.limits, now=now)
+        return state.headroom <= 0 or state.full
 
     @property
     def max_ips(self) -> int:
-        return self.targets.max_pods or self.limits.default_max_pods
+        return policy.effective_max_pods(self.targets, self.limits)
 
     def growth_blocked(self, now: float) -> str:
         """Why the pool cannot grow now, as one sentence for STATUS; "" when it can.

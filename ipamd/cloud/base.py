@@ -10,9 +10,25 @@ Providers enforce the instance limits themselves (max interfaces, addresses per 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from ipamd.pool.model import InstanceLimits, InterfaceId, InterfaceView
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where new pod interfaces (or pod ipConfigurations) go: from an ENIConfig, or a pod subnet.
+
+    ``subnet_id``: an EC2 subnet id (``subnet-...``) or an Azure subnet resource id.
+    ``security_group_ids``: EC2 security groups for new ENIs; None means those of the node's primary
+    ENI (aws-vpc-cni: an ENIConfig without securityGroups). Always None on Azure.
+    ``source``: where it came from, for logs and events ("ENIConfig us-east-1a", "AZURE_POD_SUBNET_ID").
+    """
+
+    subnet_id: str
+    security_group_ids: tuple[str, ...] | None
+    source: str
 
 
 class CloudProvider(Protocol):
@@ -69,3 +85,22 @@ class LeakSweeping(Protocol):
     def leaked_interfaces(self, *, older_than: float, own_only: bool = False) -> list[str]: ...
 
     def delete_leaked(self, interface_ids: list[str]) -> int: ...
+
+
+class PlacementAware(Protocol):
+    """A provider whose new interfaces (AWS) or pod addresses (Azure) can be placed in another subnet.
+
+    ``set_interface_placement`` is thread-safe and takes effect for the next interface created (or
+    ipConfiguration added); what is already attached is untouched. ``None`` returns to the default
+    (AWS custom networking: no placement, so no interface is created; Azure: AZURE_POD_SUBNET_ID,
+    else each NIC's own subnet). Raises ``PermanentCloudError`` (or ``ValueError`` for a malformed
+    value) when the placement cannot be honoured; the previous one then stays in force.
+    """
+
+    def set_interface_placement(self, placement: Placement | None) -> None: ...
+
+    @property
+    def primary_interface_pods(self) -> bool:
+        """Whether pods may take the primary interface's addresses under the current placement
+        (``WarmPoolTargets.primary_interface_pods``; ``PoolManager.set_primary_interface_pods``)."""
+        ...

@@ -28,6 +28,13 @@ assigned addresses (packing leaves whole prefixes, and then whole interfaces, fr
 lowest address. If every address that is not in use is cooling, the one whose cool-down ends first is
 handed out anyway and ``cooldown_overrides`` counts it: a pod must never fail only because of cool-down.
 
+Without pods on the primary interface (``primary_interface_pods=False``: custom networking, or a pod
+subnet other than the primary NIC's), ADD never picks an address of a primary interface, not even a
+cooling one. An address of the primary that is already assigned stays with its assignment (and an
+orphan, a restored checkpoint entry or GC keep treating it as before): those pods keep running where
+they are, only new pods go elsewhere. Its free addresses stay held (the pool neither grows nor shrinks
+the primary) and are not counted as available to the policy (``ipamd.pool.policy``).
+
 Indexes keep ADD and DEL off a scan of every address: per interface a sorted list of free individual IPs
 and, per count of assigned addresses, a sorted list of prefixes with a free address (each prefix keeps a
 16-bit mask of its free addresses); cooling deadlines sit in a heap with lazy deletion.
@@ -153,10 +160,11 @@ class _Interface:
 class Datastore:
     """Holdings, assignments, cool-downs and quarantine of one node. Not thread-safe: one owner."""
 
-    def __init__(self, *, cooldown: float) -> None:
+    def __init__(self, *, cooldown: float, primary_interface_pods: bool = True) -> None:
         if cooldown < 0:
             raise ValueError(f"cooldown must be >= 0, got {cooldown}")
         self._cooldown = cooldown
+        self.primary_interface_pods = primary_interface_pods  # False: ADD never picks the primary's
         self.cooldown_overrides = 0
         self._interfaces: dict[InterfaceId, _Interface] = {}
         self._order: list[_Interface] = []  # by (device_index, id)
@@ -705,7 +713,7 @@ class Datastore:
 
     def _pick_free(self) -> _Address | None:
         for iface in self._order:
-            if not iface.counts[FREE]:
+            if not iface.counts[FREE] or not self._takes_pods(iface):
                 continue
             if iface.free_ips:
                 return iface.ip_by_value[iface.free_ips[0]]
@@ -723,9 +731,18 @@ class Datastore:
             deadline, _, ip = heap[0]
             addr = self._cooling.get(ip)
             if addr is not None and addr.deadline == deadline:
-                return addr
+                break
             heapq.heappop(heap)
-        return None
+        else:
+            return None
+        if self.primary_interface_pods:
+            return addr
+        # Rare path (nothing free anywhere): the heap's order is (deadline, value); skip the primary's.
+        eligible = [a for a in self._cooling.values() if self._takes_pods(a.iface)]
+        return min(eligible, key=lambda a: (a.deadline, a.value), default=None)
+
+    def _takes_pods(self, iface: _Interface) -> bool:
+        return self.primary_interface_pods or not iface.view.primary
 
     # --- internals: adoption and dropping ---------------------------------------------------------
 

@@ -14,6 +14,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import NewType
 
+from ipamd.pool.maxpods import max_pods
+
 ContainerID = NewType("ContainerID", str)
 IfName = NewType("IfName", str)
 InterfaceId = NewType("InterfaceId", str)
@@ -68,10 +70,9 @@ class InstanceLimits:
 
     @property
     def default_max_pods(self) -> int:
-        """``max_pods`` when the platform sets one, else aws-vpc-cni's: ENIs x (IPv4 per ENI - 1) + 2."""
-        if self.max_pods is not None:
-            return self.max_pods
-        return self.max_interfaces * self.secondary_per_interface + 2
+        """``max_pods`` when the platform sets one, else aws-vpc-cni's: ENIs x (IPv4 per ENI - 1) + 2
+        (secondary IPs, pods on every interface; ``ipamd.pool.maxpods`` has the other modes)."""
+        return max_pods(self, prefix_delegation=False, custom_networking=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,10 @@ class WarmPoolTargets:
 
     ``max_eni`` and ``max_pods`` are None when unset. ``release_delay`` is the hysteresis: the pool
     shrinks only when it has neither grown nor shrunk for that long.
+
+    ``primary_interface_pods`` False (custom networking, a pod subnet other than the primary NIC's):
+    new pods never get an address of the primary interface, the policy never adds to or releases
+    from it, growth goes to secondary interfaces, and the default max pods leaves the primary out.
     """
 
     warm_eni: int = 1
@@ -110,6 +115,7 @@ class WarmPoolTargets:
     cooldown: float = 30.0
     release_delay: float = 30.0
     ip_batch: int = 1  # warm-IP mode without prefixes: grow and shrink in multiples of this
+    primary_interface_pods: bool = True  # False: pods only on secondary interfaces
 
     @property
     def warm_ip_mode(self) -> bool:

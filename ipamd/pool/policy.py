@@ -26,6 +26,10 @@ the differences written down in docs/pool-policy.md. Summary:
   for them, so a scale-down is one write.
 - Interfaces that are part of the machine (``InstanceLimits.detachable_interfaces`` False: Azure
   NICs) are never detached.
+- Custom networking (``WarmPoolTargets.primary_interface_pods`` False, aws-vpc-cni's
+  ``GetENINeedsIP(maxIPperENI, skipPrimary=useCustomNetworking)``): the primary interface gets no
+  action at all and its free addresses are not available to pods; growth fills secondary interfaces
+  and attaches the first one when there is none. Pods already on the primary still count as held.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from ipamd.pool.maxpods import max_pods as calculated_max_pods
 from ipamd.pool.model import (
     PREFIX_SIZE,
     Action,
@@ -51,7 +56,7 @@ from ipamd.pool.model import (
     WarmPoolTargets,
 )
 
-__all__ = ["PoolMode", "PoolTargetState", "plan", "targets_summary"]
+__all__ = ["PoolMode", "PoolTargetState", "effective_max_pods", "plan", "pod_interfaces", "targets_summary"]
 
 PoolMode = Literal["warm_ip", "warm_prefix", "warm_eni"]
 
@@ -85,6 +90,8 @@ class PoolTargetState:
     release_allowed: bool  # release_delay has passed since the last increase and the last decrease
     batch: int = 1  # addresses growth and release move in multiples of (warm-IP mode, secondary IPs)
     detachable: bool = True  # interfaces may be detached when entirely free
+    primary_interface_pods: bool = True  # False: the primary interface is left out (custom networking)
+    full: bool = False  # no room to grow: every pod interface's slots used, and no interface to attach
 
     @property
     def low(self) -> bool:
@@ -96,21 +103,54 @@ class PoolTargetState:
         return self.slots_per_interface * self.addresses_per_slot
 
 
+def effective_max_pods(targets: WarmPoolTargets, limits: InstanceLimits) -> int:
+    """``MAX_PODS`` (or the Node's capacity, set into the targets), else the instance's secondary-IP
+    max pods (aws-vpc-cni's ``eni-max-pods.txt``: m5.large 29), less the primary with custom networking.
+
+    Prefix delegation does not raise this fallback: kubelet's max pods (the Node's capacity) is what
+    lets a prefix-delegation node run more pods, and it arrives as ``targets.max_pods``. Taking the
+    calculator's prefix maximum here (m5.large: 434) would make an idle node hold a whole interface
+    of prefixes for pods kubelet will never admit.
+    """
+    if targets.max_pods is not None:
+        return targets.max_pods
+    return calculated_max_pods(
+        limits,
+        prefix_delegation=False,
+        custom_networking=not targets.primary_interface_pods,
+    )
+
+
+def pod_interfaces(
+    interfaces: Sequence[InterfaceUsage], targets: WarmPoolTargets | PoolTargetState
+) -> list[InterfaceUsage]:
+    """The interfaces new pods may get addresses of: all, or all but the primary (custom networking)."""
+    return [i for i in interfaces if targets.primary_interface_pods or not i.primary]
+
+
 def targets_summary(
     view: PoolView, targets: WarmPoolTargets, limits: InstanceLimits, *, now: float
 ) -> PoolTargetState:
-    """The pool's position against its targets, computed exactly as :func:`plan` computes it."""
+    """The pool's position against its targets, computed exactly as :func:`plan` computes it.
+
+    Without pods on the primary interface (custom networking), its addresses are neither available
+    nor held, except those assigned: pods already there still count against max pods.
+    """
     pd = targets.prefix_delegation and limits.prefix_delegation
     aps = PREFIX_SIZE if pd else 1
     slots = max(limits.secondary_per_interface, 0)
     max_interfaces = limits.max_interfaces
     if targets.max_eni is not None and targets.max_eni >= 1:
         max_interfaces = min(max_interfaces, targets.max_eni)
-    max_pods = targets.max_pods if targets.max_pods is not None else limits.default_max_pods
+    max_pods = effective_max_pods(targets, limits)
 
-    available = view.available
+    counted = pod_interfaces(view.interfaces, targets)
+    left_out = [i for i in view.interfaces if i.primary and not targets.primary_interface_pods]
+    available = sum(i.free for i in counted)
     assigned = view.assigned
-    held = sum(i.total - i.releasing for i in view.interfaces)
+    held = sum(i.total - i.releasing for i in counted) + sum(i.assigned for i in left_out)
+    cooling = sum(i.cooling for i in counted)
+    full = len(view.interfaces) >= max_interfaces and all(i.used_slots >= slots for i in counted)
     warm_ip, minimum_ip = max(targets.warm_ip, 0), max(targets.minimum_ip, 0)
 
     mode: PoolMode
@@ -134,7 +174,7 @@ def targets_summary(
         held=held,
         assigned=assigned,
         available=available,
-        cooling=view.cooling,
+        cooling=cooling,
         target_available=want,
         target_held=floor,
         short=_short(mode, available, held, want, floor),
@@ -147,6 +187,8 @@ def targets_summary(
         ),
         batch=batch,
         detachable=limits.detachable_interfaces,
+        primary_interface_pods=targets.primary_interface_pods,
+        full=full,
     )
 
 
@@ -181,6 +223,11 @@ def plan(view: PoolView, targets: WarmPoolTargets, limits: InstanceLimits, *, no
     return []
 
 
+# Growth and shrink below act on ``pod_interfaces(...)`` only: with custom networking the primary
+# interface is never given, nor relieved of, addresses. ``len(interfaces)`` still counts it against
+# the instance's interface limit: it occupies a device index either way.
+
+
 # --- growth ----------------------------------------------------------------------------------------
 
 
@@ -191,6 +238,8 @@ def _room(i: InterfaceUsage, state: PoolTargetState) -> int:
 def _grow(interfaces: Sequence[InterfaceUsage], state: PoolTargetState) -> list[Action]:
     if state.growth_paused or state.headroom <= 0:
         return []
+    attached = len(interfaces)
+    interfaces = pod_interfaces(interfaces, state)
     # A busy interface that still has room and is not releasing may be receiving addresses right
     # now: growing as well would cover the same shortfall twice. The next plan sees its result.
     if any(i.busy and i.releasing == 0 and _room(i, state) > 0 for i in interfaces):
@@ -219,7 +268,7 @@ def _grow(interfaces: Sequence[InterfaceUsage], state: PoolTargetState) -> list[
     if (
         shortfall > 0
         and budget > 0
-        and len(interfaces) < state.max_interfaces
+        and attached < state.max_interfaces
         and not any(_room(i, state) > 0 for i in interfaces if i.busy)  # a release is in flight there
     ):
         n = amount(state.slots_per_interface)
@@ -257,7 +306,8 @@ def _shrink(interfaces: Sequence[InterfaceUsage], state: PoolTargetState) -> lis
 
     if state.mode == "warm_eni":
         return actions  # the reference never releases single addresses to hold a warm-ENI target
-    rest = [i for i in reversed(interfaces) if i is not detached and not i.busy]
+    candidates = pod_interfaces(interfaces, state)
+    rest = [i for i in reversed(candidates) if i is not detached and not i.busy]
     if state.mode == "warm_ip":
         over = max(min(available - want, held - floor), 0)
         if state.batch > 1:
@@ -272,7 +322,7 @@ def _shrink(interfaces: Sequence[InterfaceUsage], state: PoolTargetState) -> lis
         else:
             actions += _release_ips(rest, over)
     else:  # warm_prefix: keep warm_prefix entirely free prefixes, give back the rest
-        free_prefixes = sum(len(i.releasable_prefixes) for i in interfaces if i is not detached)
+        free_prefixes = sum(len(i.releasable_prefixes) for i in candidates if i is not detached)
         actions += _release_prefixes(rest, free_prefixes - want // PREFIX_SIZE)
     return actions
 

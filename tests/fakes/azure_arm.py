@@ -68,10 +68,12 @@ with headers and parsed body), ``writes`` (PUTs that changed state), ``external_
 ``instance_metadata(vm)``, ``errors`` (exceptions inside the fake: a test should find it empty).
 
 Model: ``add_vnet(name, cidrs, subnets)`` (after ``reset()`` VNet "vnet" 10.224.0.0/16 with subnet
-"nodes" 10.224.0.0/24 exists), ``add_resource_group(name)``, ``add_vm(name, *, nics=1,
-subnet="nodes", vm_size=...)``, ``add_vmss_instance(vmss, instance_id, *, nics=1, subnet="nodes")``;
-NICs ``<vm>-nic<i>`` (VMSS: ``<vmss>-nic<i>``) with one primary Dynamic ipconfig "ipconfig1"; the
-first NIC is the VM's primary.
+"nodes" 10.224.0.0/24 exists), ``add_subnet(vnet, name, cidr)``, ``add_resource_group(name)``,
+``add_vm(name, *, nics=1, subnet="nodes", vm_size=...)``, ``add_vmss_instance(vmss, instance_id, *,
+nics=1, subnet="nodes")``; NICs ``<vm>-nic<i>`` (VMSS: ``<vmss>-nic<i>``) with one primary Dynamic
+ipconfig "ipconfig1"; the first NIC is the VM's primary. ``subnet`` may be a list, one subnet per NIC:
+as in Azure, every NIC of a VM must be in the same VNet (``ValueError`` otherwise), while each NIC
+keeps all its ipconfigs in its own subnet (the NIC PUT check above).
 
 Instance metadata (``imds_for(vm) -> FakeImds``, plain HTTP like the real one): every request needs
 ``Metadata: true`` (else 400). ``/metadata/instance[/compute|/network|/...]?api-version=`` (any
@@ -459,12 +461,34 @@ class FakeArm:
                 guid=str(uuid.uuid4()),
             )
 
+    def add_subnet(self, vnet: str, name: str, cidr: str, *, resource_group: str | None = None) -> None:
+        """Add subnet ``name`` to an existing VNet (inside its address space, overlapping none)."""
+        rg = self._rg_name(resource_group or self.resource_group)
+        net = ipaddress.IPv4Network(cidr)
+        with self._lock:
+            found = self._vnets.get((_low(rg), _low(vnet)))
+            if found is None:
+                raise KeyError(f"VNet {vnet} in {rg}")
+            if net.prefixlen > 29 or not any(net.subnet_of(space) for space in found.cidrs):
+                raise ValueError(f"subnet {name} {cidr}: /29 or larger, inside {found.cidrs}")
+            if _low(name) in found.subnets or any(net.overlaps(s.network) for s in found.subnets.values()):
+                raise ValueError(f"subnet {name} {cidr} exists or overlaps another subnet of {vnet}")
+            found.subnets[_low(name)] = _Subnet(
+                vnet=found.name,
+                name=name,
+                resource_group=found.resource_group,
+                network=net,
+                subscription=self.subscription,
+                etag=_new_etag(),
+            )
+            found.etag = _new_etag()
+
     def add_vm(
         self,
         name: str,
         *,
         nics: int = 1,
-        subnet: str = "nodes",
+        subnet: str | list[str] = "nodes",
         vm_size: str = DEFAULT_VM_SIZE,
         resource_group: str | None = None,
     ) -> Vm:
@@ -495,7 +519,7 @@ class FakeArm:
         instance_id: int | str,
         *,
         nics: int = 1,
-        subnet: str = "nodes",
+        subnet: str | list[str] = "nodes",
         vm_size: str = DEFAULT_VM_SIZE,
         resource_group: str | None = None,
     ) -> Vm:
@@ -518,12 +542,18 @@ class FakeArm:
         names = [f"{vmss}-nic{i}" for i in range(nics)]
         return self._add_machine(vm, [(n, f"{vm_id}/networkInterfaces/{n}") for n in names], subnet)
 
-    def _add_machine(self, vm: Vm, nics: list[tuple[str, str]], subnet_ref: str) -> Vm:
+    def _add_machine(self, vm: Vm, nics: list[tuple[str, str]], subnet_ref: str | list[str]) -> Vm:
+        refs = [subnet_ref] * len(nics) if isinstance(subnet_ref, str) else list(subnet_ref)
+        if len(refs) != len(nics):
+            raise ValueError(f"{len(refs)} subnets for {len(nics)} NICs")
         with self._lock:
             if _low(vm.id) in self._vms:
                 raise ValueError(f"{vm.id} exists")
-            subnet = self._subnet(subnet_ref)
+            subnets = [self._subnet(ref) for ref in refs]
+            if len({(_low(s.resource_group), _low(s.vnet)) for s in subnets}) > 1:
+                raise ValueError(f"{vm.id}: every NIC of a VM must be in the same VNet, got {refs}")
             for i, (nic_name, nic_id) in enumerate(nics):
+                subnet = subnets[i]
                 self._mac_counter += 1
                 n = self._mac_counter
                 mac = f"00-0D-3A-{(n >> 16) & 0xFF:02X}-{(n >> 8) & 0xFF:02X}-{n & 0xFF:02X}"

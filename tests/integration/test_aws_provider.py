@@ -8,6 +8,7 @@ parse EC2. Every endpoint is the local moto server or a loopback address the Stu
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -28,17 +29,19 @@ from ipamd.cloud.aws.provider import (
     TAG_NO_MANAGE,
     AwsProvider,
 )
+from ipamd.cloud.base import Placement
 from ipamd.errors import (
     CloudPermissionError,
     InterfaceNotFound,
     LimitExceeded,
+    NoPlacement,
     PermanentCloudError,
     SubnetFull,
     TemporaryCloudError,
     ThrottledError,
 )
 from ipamd.pool.model import InstanceLimits, InterfaceId
-from tests.fakes.moto_ec2 import REGION, MotoEc2, Node
+from tests.fakes.moto_ec2 import AZ, REGION, MotoEc2, Node
 
 pytestmark = pytest.mark.integration
 
@@ -689,3 +692,126 @@ def test_detach_waits_for_available_before_deleting(
     stub.add_response("delete_network_interface", {}, {"NetworkInterfaceId": ENI})
     provider.detach_interface(InterfaceId(ENI))
     assert clock.sleeps == [0.2]
+
+
+# --- placement (custom networking), against moto ------------------------------------------------
+
+
+def pod_subnet(moto: MotoEc2, node: Node, cidr: str = "10.0.64.0/20", zone: str = AZ) -> tuple[str, str]:
+    """A second subnet of the node's VPC (as an ENIConfig names one) and a security group for pods."""
+    ec2 = moto.client()
+    subnet = ec2.create_subnet(VpcId=node.vpc_id, CidrBlock=cidr, AvailabilityZone=zone)["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName=f"pods-{cidr}", Description="pods", VpcId=node.vpc_id)[
+        "GroupId"
+    ]
+    return subnet, group
+
+
+def groups_of(eni: dict[str, Any]) -> list[str]:
+    """An ENI's groups as moto reports them. moto adds the instance's groups to an attached ENI's
+    (its NetworkInterface.group_set); EC2 does not: the groups EC2 is asked for are checked too."""
+    return sorted(g["GroupId"] for g in eni["Groups"])
+
+
+def test_after_a_placement_new_enis_go_to_its_subnet_with_its_groups(
+    provider: AwsProvider, ec2: Any, ec2_node: Node, moto_ec2: MotoEc2
+) -> None:
+    before = provider.attach_interface(ip_count=2, prefix_count=0)
+    subnet, group = pod_subnet(moto_ec2, ec2_node)
+    created = record_params(ec2, "CreateNetworkInterface")
+
+    provider.set_interface_placement(Placement(subnet, (group,), "ENIConfig us-east-1a"))
+    after = provider.attach_interface(ip_count=3, prefix_count=0)
+
+    assert [(c["SubnetId"], c["Groups"]) for c in created] == [(subnet, [group])]
+    assert (after.subnet_id, after.subnet_cidr, after.device_index) == (subnet, "10.0.64.0/20", 2)
+    assert all(ipaddress.IPv4Address(ip) in ipaddress.IPv4Network("10.0.64.0/20") for ip in after.ips)
+    enis = all_enis(moto_ec2)
+    assert enis[after.id]["SubnetId"] == subnet and group in groups_of(enis[after.id])
+    # the ENI attached before keeps its subnet and groups, and so does the primary
+    assert (enis[before.id]["SubnetId"], groups_of(enis[before.id])) == (
+        ec2_node.subnet_id,
+        [ec2_node.security_group_id],
+    )
+    assert enis[ec2_node.primary_eni]["SubnetId"] == ec2_node.subnet_id
+    listed = {v.id: v for v in provider.list_interfaces()}
+    assert listed[before.id] == before and listed[after.id].subnet_id == subnet
+    (added,) = provider.assign_ips(before.id, 1)  # an ENI attached before grows in its own subnet
+    assert ipaddress.IPv4Address(added) in ipaddress.IPv4Network(ec2_node.subnet_cidr)
+
+
+def test_a_placement_without_groups_takes_the_primary_enis_groups(
+    make_provider: Callable[..., AwsProvider], ec2: Any, ec2_node: Node, moto_ec2: MotoEc2
+) -> None:
+    subnet, group = pod_subnet(moto_ec2, ec2_node)
+    # ENI_SECURITY_GROUPS is for new ENIs without a placement; an ENIConfig without securityGroups
+    # gives the primary ENI's, as aws-vpc-cni does
+    provider = make_provider(custom_networking=True, security_group_ids=(group,))
+    created = record_params(ec2, "CreateNetworkInterface")
+    provider.set_interface_placement(Placement(subnet, None, "ENIConfig default"))
+    view = provider.attach_interface(ip_count=1, prefix_count=0)
+    assert [(c["SubnetId"], c["Groups"]) for c in created] == [(subnet, [ec2_node.security_group_id])]
+    eni = all_enis(moto_ec2)[view.id]
+    assert (eni["SubnetId"], groups_of(eni)) == (subnet, [ec2_node.security_group_id])
+
+
+def test_custom_networking_without_a_placement_creates_nothing(
+    make_provider: Callable[..., AwsProvider], ec2: Any, ec2_node: Node, moto_ec2: MotoEc2
+) -> None:
+    provider = make_provider(custom_networking=True)
+    assert not provider.primary_interface_pods and make_provider().primary_interface_pods
+    created = record_params(ec2, "CreateNetworkInterface")
+    with pytest.raises(NoPlacement, match="no ENIConfig placement is set: no ENI is created"):
+        provider.attach_interface(ip_count=1, prefix_count=0)
+    assert created == [] and list(all_enis(moto_ec2)) == [ec2_node.primary_eni]
+
+    subnet, _ = pod_subnet(moto_ec2, ec2_node)
+    provider.set_interface_placement(Placement(subnet, None, "ENIConfig default"))
+    view = provider.attach_interface(ip_count=1, prefix_count=0)
+    assert view.subnet_id == subnet and len(created) == 1
+
+    provider.set_interface_placement(None)  # the ENIConfig went away: no new ENI again
+    with pytest.raises(NoPlacement):
+        provider.attach_interface(ip_count=1, prefix_count=0)
+    assert len(created) == 1
+    assert provider.assign_ips(view.id, 2)  # an attached ENI still takes addresses
+
+
+@pytest.mark.parametrize("where", ["other-zone", "other-vpc"])
+def test_a_placement_subnet_outside_the_nodes_zone_or_vpc_is_refused_before_any_create(
+    provider: AwsProvider, ec2: Any, ec2_node: Node, moto_ec2: MotoEc2, where: str
+) -> None:
+    client = moto_ec2.client()
+    if where == "other-zone":
+        subnet, _ = pod_subnet(moto_ec2, ec2_node, zone="us-east-1b")
+        match = "in us-east-1b, not in the node's Availability Zone us-east-1a"
+    else:
+        vpc = client.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+        subnet = client.create_subnet(VpcId=vpc, CidrBlock="10.9.0.0/20", AvailabilityZone=AZ)["Subnet"][
+            "SubnetId"
+        ]
+        match = f"in {vpc}, not in the node's VPC {ec2_node.vpc_id}"
+    created = record_params(ec2, "CreateNetworkInterface")
+    provider.set_interface_placement(Placement(subnet, None, "ENIConfig elsewhere"))
+    with pytest.raises(PermanentCloudError, match=f"ENIConfig elsewhere: subnet {subnet} is {match}"):
+        provider.attach_interface(ip_count=1, prefix_count=0)
+    assert created == [] and list(all_enis(moto_ec2)) == [ec2_node.primary_eni]
+
+
+@pytest.mark.parametrize(
+    "placement",
+    [
+        Placement("sg-0abc", None, "ENIConfig x"),
+        Placement("subnet-0abc", (), "ENIConfig x"),
+        Placement("subnet-0abc", ("subnet-0def",), "ENIConfig x"),
+        Placement("subnet-0abc", tuple(f"sg-{n:x}" for n in range(17)), "ENIConfig x"),
+    ],
+)
+def test_a_malformed_placement_is_refused_and_the_previous_one_kept(
+    provider: AwsProvider, placement: Placement
+) -> None:
+    good = Placement("subnet-0123", ("sg-1",), "ENIConfig good")
+    provider.set_interface_placement(good)
+    with pytest.raises(ValueError, match="ENIConfig x"):
+        provider.set_interface_placement(placement)
+    assert provider.placement == good

@@ -324,6 +324,35 @@ def test_ipconfig_limits(azure_cloud: FakeArm, network: NetworkManagementClient)
     assert azure_cloud.ips_of("solo-nic0") == []
 
 
+def test_a_vm_with_nics_in_two_subnets_of_its_vnet(
+    azure_cloud: FakeArm, network: NetworkManagementClient
+) -> None:
+    """NICs of one VM may sit in different subnets of one VNet; each NIC keeps its ipconfigs in its own."""
+    rg = azure_cloud.resource_group
+    azure_cloud.add_subnet("vnet", "pods", "10.224.8.0/22")
+    azure_cloud.add_vm("split", nics=2, subnet=["nodes", "pods"])
+    pods_nic = network.network_interfaces.get(rg, "split-nic1")
+    assert addresses(pods_nic)["ipconfig1"] == "10.224.8.4"  # Azure keeps .0-.3: the first free one
+    add_ipconfigs(azure_cloud, pods_nic, ["p0", "p1"], subnet="pods")
+    result = network.network_interfaces.begin_create_or_update(rg, "split-nic1", pods_nic).result()
+    assert addresses(result)["p0"] == "10.224.8.5" and addresses(result)["p1"] == "10.224.8.6"
+
+    nodes_nic = network.network_interfaces.get(rg, "split-nic0")
+    add_ipconfigs(azure_cloud, nodes_nic, ["far"], subnet="pods")
+    with pytest.raises(HttpResponseError) as err:
+        network.network_interfaces.begin_create_or_update(rg, "split-nic0", nodes_nic)
+    assert error_code(err.value) == "IpConfigurationsOnSameNicCannotUseDifferentSubnets"
+    assert azure_cloud.ips_of("split-nic0") == []
+
+    azure_cloud.add_vnet("other", ["10.60.0.0/16"], {"elsewhere": "10.60.0.0/24"})
+    with pytest.raises(ValueError, match="same VNet"):
+        azure_cloud.add_vm("straddle", nics=2, subnet=["nodes", "elsewhere"])
+    with pytest.raises(ValueError, match="overlaps"):
+        azure_cloud.add_subnet("vnet", "clash", "10.224.8.0/24")
+    with pytest.raises(ValueError, match="inside"):
+        azure_cloud.add_subnet("vnet", "outside", "10.99.0.0/24")
+
+
 def test_subnet_full_changes_nothing(azure_cloud: FakeArm, network: NetworkManagementClient) -> None:
     rg = azure_cloud.resource_group
     azure_cloud.add_vnet("small", ["10.50.0.0/24"], {"tiny": "10.50.0.0/29"})  # 3 usable: .4 .5 .6

@@ -8,6 +8,8 @@ guard fails any other connect).
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,11 +17,16 @@ from typing import Any
 
 import pytest
 
+from ipamd.cloud.azure import factory as azure_factory
 from ipamd.cloud.azure.client import Arm, make_credential
 from ipamd.cloud.azure.imds import AzureImdsClient
 from ipamd.cloud.azure.provider import NAME_PREFIX, AzureProvider
+from ipamd.cloud.base import Placement
+from ipamd.config import Settings
+from ipamd.eniconfig import azure_subnet_from_label
 from ipamd.errors import (
     CloudPermissionError,
+    ConfigError,
     InterfaceNotFound,
     LimitExceeded,
     PermanentCloudError,
@@ -41,8 +48,8 @@ def _loopback_only(azure_loopback_only: None) -> None:
 
 
 @pytest.fixture
-def make(azure_cloud: FakeArm, monkeypatch: pytest.MonkeyPatch) -> Callable[[Vm], AzureProvider]:
-    def build(vm: Vm) -> AzureProvider:
+def make(azure_cloud: FakeArm, monkeypatch: pytest.MonkeyPatch) -> Callable[..., AzureProvider]:
+    def build(vm: Vm, **kwargs: Any) -> AzureProvider:
         imds = azure_cloud.imds_for(vm)
         monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.url)
         node = AzureImdsClient(imds.url).node()
@@ -53,7 +60,7 @@ def make(azure_cloud: FakeArm, monkeypatch: pytest.MonkeyPatch) -> Callable[[Vm]
             ca_bundle=azure_cloud.ca_path,
             polling_interval=0.01,
         )
-        return AzureProvider(arm, node)
+        return AzureProvider(arm, node, **kwargs)
 
     return build
 
@@ -431,3 +438,148 @@ def test_imds_is_retried_on_5xx_and_needs_the_metadata_header(azure_cloud: FakeA
     imds.fail_next(1, 404)
     with pytest.raises(PermanentCloudError):
         AzureImdsClient(imds.url, sleep=sleeps.append).node()
+
+
+# --- pod subnet (AZURE_POD_SUBNET_ID, or a placement from the Node label) --------------------------
+#
+# Azure keeps all ipConfigurations of a NIC in one subnet (the fake refuses others as ARM does:
+# IpConfigurationsOnSameNicCannotUseDifferentSubnets) and all NICs of a VM in one VNet. A pod subnet
+# is therefore the subnet of one of the VM's NICs: pod addresses go on that NIC only.
+
+PODS_CIDR = "10.224.8.0/22"
+
+
+@pytest.fixture
+def two_subnets(azure_cloud: FakeArm) -> Vm:
+    """A VM whose primary NIC is in "nodes" and whose second NIC is in "pods"."""
+    azure_cloud.add_subnet("vnet", "pods", PODS_CIDR)
+    return azure_cloud.add_vm("node-pods", nics=2, subnet=["nodes", "pods"])
+
+
+def in_pods(ip: str) -> bool:
+    return ipaddress.IPv4Address(ip) in ipaddress.IPv4Network(PODS_CIDR)
+
+
+def test_a_pod_subnet_puts_pod_addresses_on_the_nic_in_it(
+    azure_cloud: FakeArm, make: Callable[..., AzureProvider], two_subnets: Vm
+) -> None:
+    vm = two_subnets
+    provider = make(vm, pod_subnet_id=azure_cloud.subnet_id("pods"))
+    assert provider.pod_subnet_id == azure_cloud.subnet_id("pods")
+    assert not provider.primary_interface_pods
+    views = provider.list_interfaces()
+    assert [v.subnet_cidr for v in views] == ["10.224.0.0/24", PODS_CIDR]
+
+    ips = provider.assign_ips(nic_id(vm, 1), 3)
+    assert len(ips) == 3 and all(in_pods(ip) for ip in ips)
+    assert ours(azure_cloud, vm.nics[1]) == sorted(ips)
+
+    puts = azure_cloud.count("PUT")
+    with pytest.raises(PermanentCloudError, match="IpConfigurationsOnSameNicCannotUseDifferentSubnets"):
+        provider.assign_ips(nic_id(vm, 0), 1)
+    assert azure_cloud.count("PUT") == puts and ours(azure_cloud, vm.nics[0]) == []
+    assert azure_cloud.errors == []
+
+
+def test_a_placement_leaves_existing_ipconfigs_alone_and_none_returns_to_the_default(
+    azure_cloud: FakeArm, make: Callable[..., AzureProvider], two_subnets: Vm
+) -> None:
+    vm = two_subnets
+    provider = make(vm)
+    assert provider.pod_subnet_id is None and provider.primary_interface_pods
+    before = provider.assign_ips(nic_id(vm, 0), 2)  # pods on the primary NIC, in "nodes"
+
+    label = azure_subnet_from_label("pods", provider.vnet_id)
+    provider.set_interface_placement(Placement(label, None, "label cloud-cni.io/pod-subnet=pods"))
+    assert provider.pod_subnet_id == label and not provider.primary_interface_pods
+    assert ours(azure_cloud, vm.nics[0]) == sorted(before)  # untouched
+    assert all(in_pods(ip) for ip in provider.assign_ips(nic_id(vm, 1), 2))
+    provider.release_ips(nic_id(vm, 0), before[:1])  # they may still be given back
+    assert ours(azure_cloud, vm.nics[0]) == sorted(before[1:])
+
+    provider.set_interface_placement(None)  # the label went away: each NIC's own subnet again
+    assert provider.pod_subnet_id is None and provider.primary_interface_pods
+    assert len(provider.assign_ips(nic_id(vm, 0), 1)) == 1
+
+
+def test_a_pod_subnet_that_is_the_primary_nics_keeps_pods_on_the_primary(
+    azure_cloud: FakeArm, make: Callable[..., AzureProvider], two_subnets: Vm
+) -> None:
+    provider = make(two_subnets, pod_subnet_id=azure_cloud.subnet_id("nodes"))
+    assert provider.primary_interface_pods
+    assert len(provider.assign_ips(nic_id(two_subnets, 0), 2)) == 2
+    with pytest.raises(PermanentCloudError, match="pod addresses go to nodes"):
+        provider.assign_ips(nic_id(two_subnets, 1), 1)
+
+
+def test_a_pod_subnet_without_a_nic_of_the_vm_is_refused(
+    azure_cloud: FakeArm, make: Callable[..., AzureProvider], vm: Vm
+) -> None:
+    azure_cloud.add_subnet("vnet", "pods", PODS_CIDR)
+    pods = azure_cloud.subnet_id("pods")
+    with pytest.raises(PermanentCloudError, match=r"no NIC of this VM is in subnet pods.*DifferentSubnets"):
+        make(vm, pod_subnet_id=pods)
+    provider = make(vm)
+    with pytest.raises(PermanentCloudError, match="no NIC of this VM is in subnet pods"):
+        provider.set_interface_placement(Placement(pods, None, "label"))
+    assert provider.pod_subnet_id is None  # the previous placement stays
+    assert azure_cloud.writes == 0
+
+
+def test_a_subnet_of_another_vnet_is_refused(
+    azure_cloud: FakeArm, make: Callable[..., AzureProvider], two_subnets: Vm
+) -> None:
+    azure_cloud.add_vnet("other", ["10.60.0.0/16"], {"elsewhere": "10.60.0.0/24"})
+    provider = make(two_subnets)
+    with pytest.raises(PermanentCloudError, match="is not in the node's VNet"):
+        provider.set_interface_placement(Placement(azure_cloud.subnet_id("elsewhere"), None, "label"))
+
+
+@pytest.mark.parametrize(
+    ("subnet", "groups", "message"),
+    [
+        ("subnet-0abc", None, "is not a subnet resource id"),
+        (None, ("sg-1",), "security groups are an EC2 notion"),
+    ],
+)
+def test_a_malformed_azure_placement_is_refused(  # noqa: PLR0917 - fixtures and parameters
+    azure_cloud: FakeArm,
+    make: Callable[..., AzureProvider],
+    two_subnets: Vm,
+    subnet: str | None,
+    groups: tuple[str, ...] | None,
+    message: str,
+) -> None:
+    provider = make(two_subnets)
+    with pytest.raises(ValueError, match=message):
+        provider.set_interface_placement(Placement(subnet or azure_cloud.subnet_id("pods"), groups, "x"))
+
+
+def test_a_scale_set_instance_with_a_pod_nic(
+    azure_cloud: FakeArm, make: Callable[..., AzureProvider]
+) -> None:
+    azure_cloud.add_subnet("vnet", "pods", PODS_CIDR)
+    vm = azure_cloud.add_vmss_instance("aks-pods", "0", nics=2, subnet=["nodes", "pods"])
+    provider = make(vm, pod_subnet_id=azure_cloud.subnet_id("pods"))
+    ips = provider.assign_ips(nic_id(vm, 1), 4)
+    assert len(ips) == 4 and all(in_pods(ip) for ip in ips)
+    assert ours(azure_cloud, vm.nics[1]) == sorted(ips)
+
+
+def test_the_factory_reports_a_bad_pod_subnet_as_a_config_error(
+    azure_cloud: FakeArm, vm: Vm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    azure_cloud.add_subnet("vnet", "pods", PODS_CIDR)
+    imds = azure_cloud.imds_for(vm)
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.url)
+    settings = Settings(
+        cloud_provider="azure",
+        azure_imds_endpoint=imds.url,
+        azure_arm_endpoint=azure_cloud.arm_url,
+        azure_arm_ca_bundle=azure_cloud.ca_path,
+        azure_pod_subnet_id=azure_cloud.subnet_id("pods"),
+    )
+    with pytest.raises(ConfigError, match=r"AZURE_POD_SUBNET_ID=.*no NIC of this VM is in subnet pods"):
+        azure_factory.make(settings)
+    ok = azure_factory.make(dataclasses.replace(settings, azure_pod_subnet_id=azure_cloud.subnet_id("nodes")))
+    assert ok.pod_subnet_id == azure_cloud.subnet_id("nodes") and ok.primary_interface_pods

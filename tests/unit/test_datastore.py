@@ -321,6 +321,53 @@ def test_cooling_fallback_is_not_used_while_a_free_address_exists() -> None:
     assert ds.cooldown_overrides == 0
 
 
+# --- assign without pods on the primary interface (custom networking) ---------------------------------
+
+
+def _no_primary_pods(*views: InterfaceView, cooldown: float = COOLDOWN) -> Datastore:
+    ds = Datastore(cooldown=cooldown, primary_interface_pods=False)
+    ds.sync_interfaces(views, now=T0)
+    return ds
+
+
+def test_without_primary_pods_assign_skips_the_primary() -> None:
+    ds = _no_primary_pods(iface(0, ["10.0.0.1"], ["10.0.0.16/28"]), iface(1, ["10.0.1.7"]))
+    got = add(ds, "a")
+    assert (got.ip, got.interface_id) == ("10.0.1.7", eni(1))
+    with pytest.raises(NoAddressAvailable):
+        add(ds, "b")  # 17 free addresses on the primary, none for a new pod
+    assert state(ds, "10.0.0.1") is FREE
+
+
+def test_without_primary_pods_the_cooling_fallback_skips_the_primary() -> None:
+    ds = _no_primary_pods(iface(0, ["10.0.0.1"]), iface(1, ["10.0.1.1"]))
+    ds.primary_interface_pods = True
+    add(ds, "on-primary")  # placed before custom networking was turned on
+    add(ds, "on-secondary")
+    ds.primary_interface_pods = False
+    ds.unassign(key("on-primary"), now=T0)  # cools until T0+30: the earliest deadline
+    ds.unassign(key("on-secondary"), now=T0 + 5)  # cools until T0+35
+    assert add(ds, "new", now=T0 + 6).ip == "10.0.1.1"
+    assert ds.cooldown_overrides == 1
+    with pytest.raises(NoAddressAvailable):
+        add(ds, "newer", now=T0 + 6)
+    assert ds.next_cooldown_deadline(now=T0 + 6) is None  # the primary's ending changes nothing for pods
+
+
+def test_without_primary_pods_an_address_already_assigned_there_stays_with_its_pod() -> None:
+    ds = store(iface(0, ["10.0.0.1", "10.0.0.2"]), iface(1, ["10.0.1.1"]))
+    old = add(ds, "old")
+    snap = ds.snapshot(now=T0)
+    fresh = _no_primary_pods(*ds.interfaces())
+    assert fresh.restore(snap, now=T0).restored == 1  # a restart keeps the pod where it is
+    assert add(fresh, "old") == old and old.interface_id == eni(0)  # ADD again: the same answer
+    assert add(fresh, "new").interface_id == eni(1)
+    fresh.unassign(key("old"), now=T0)
+    with pytest.raises(NoAddressAvailable):
+        add(fresh, "newer", now=T0 + COOLDOWN)  # its address went back to the primary's free ones
+    assert state(fresh, "10.0.0.1", now=T0 + COOLDOWN) is FREE
+
+
 def test_zero_cooldown_frees_at_once() -> None:
     ds = store(iface(0, ["10.0.0.1"]), cooldown=0)
     add(ds, "a")
@@ -1142,10 +1189,12 @@ class DatastoreMachine(RuleBasedStateMachine):
     """A datastore next to a model of the cloud (the interfaces and their addresses) and of the keys
     that must be known; every rule is an operation the daemon performs."""
 
+    PRIMARY_PODS = True  # False: custom networking, no new pod on the primary interface
+
     def __init__(self) -> None:
         super().__init__()
         self.now = T0
-        self.ds = Datastore(cooldown=COOLDOWN)
+        self.ds = Datastore(cooldown=COOLDOWN, primary_interface_pods=self.PRIMARY_PODS)
         self.cloud: dict[InterfaceId, InterfaceView] = {
             eni(0): iface(0, UNIVERSE_IPS[:3]),
             eni(1): iface(1, [], UNIVERSE_PREFIXES[:2]),
@@ -1173,7 +1222,7 @@ class DatastoreMachine(RuleBasedStateMachine):
     def expected_choice(self) -> str | None:
         """The address assign must pick, worked out from the public reading methods alone."""
         for usage in self.ds.view(now=self.now).interfaces:
-            if not usage.free:
+            if not usage.free or (usage.primary and not self.PRIMARY_PODS):
                 continue
             if usage.releasable_ips:
                 return usage.releasable_ips[0]
@@ -1192,21 +1241,28 @@ class DatastoreMachine(RuleBasedStateMachine):
 
     # rules: pods
 
+    def on_primary(self, ip: str) -> bool:
+        holder = self.holder_of(ip)
+        return holder is not None and self.cloud[holder[0]].primary
+
     @rule(k=st.sampled_from(KEYS))
     def assign(self, k: AttachmentKey) -> None:
         existing = self.ds.get(k)
-        before = self.ds.stats(now=self.now)
         expected = self.expected_choice()
         cooling = sorted(
             self.ds.snapshot(now=self.now).cooling, key=lambda c: (c[1], int(ipaddress.IPv4Address(c[0])))
         )
+        if not self.PRIMARY_PODS:
+            cooling = [c for c in cooling if not self.on_primary(c[0])]
         overrides = self.ds.cooldown_overrides
-        if existing is None and before.available == 0 and before.cooling == 0:
+        if existing is None and expected is None and not cooling:
             with pytest.raises(NoAddressAvailable):
                 self.ds.assign(k, POD, netns="ns", now=self.now)
             return
         got = self.ds.assign(k, POD, netns="ns", now=self.now)
         self.keys.add(k)
+        if existing is None and not self.PRIMARY_PODS:  # the property: never a new pod on the primary
+            assert not self.on_primary(got.ip) and got.interface_id != eni(0)
         if existing is not None:
             assert got is existing
             assert self.ds.cooldown_overrides == overrides
@@ -1416,7 +1472,7 @@ class DatastoreMachine(RuleBasedStateMachine):
         snap = self.ds.snapshot(now=self.now)
         stats = self.ds.stats(now=self.now)
         releasing = sum(u.releasing for u in self.ds.view(now=self.now).interfaces)
-        fresh = Datastore(cooldown=COOLDOWN)
+        fresh = Datastore(cooldown=COOLDOWN, primary_interface_pods=self.PRIMARY_PODS)
         fresh.sync_interfaces(self.ds.interfaces(), now=self.now)
         report = fresh.restore(snap, now=self.now)
         assert report.restored == stats.assigned
@@ -1486,3 +1542,15 @@ class DatastoreMachine(RuleBasedStateMachine):
 
 TestDatastoreMachine = DatastoreMachine.TestCase
 TestDatastoreMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+
+
+class NoPrimaryPodsMachine(DatastoreMachine):
+    """The same operations without pods on the primary (custom networking): a new assignment never
+    lands on the primary, even when only the primary has free or cooling addresses; assignments
+    already there (moved by the cloud, restored from a checkpoint) stay with their pods."""
+
+    PRIMARY_PODS = False
+
+
+TestNoPrimaryPodsMachine = NoPrimaryPodsMachine.TestCase
+TestNoPrimaryPodsMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)

@@ -114,7 +114,9 @@ class ToyNode:
     def tick(self, now: float) -> None:
         self.cooling = {a: t for a, t in self.cooling.items() if t > now}
         taken = set(self.pods) | set(self.cooling)
-        free = [a for i in self.interfaces for a in i.addresses() if a not in taken]
+        # as the datastore: no new pod on the primary interface without primary_interface_pods
+        usable = [i for i in self.interfaces if self.targets.primary_interface_pods or i.device_index != 0]
+        free = [a for i in usable for a in i.addresses() if a not in taken]
         while len(self.pods) < self.wanted and free:
             self.pods.append(free.pop(0))
 
@@ -156,6 +158,8 @@ class ToyNode:
         touched = [a.interface_id for a in actions if not isinstance(a, AttachInterface)]
         assert len(touched) == len(set(touched)), f"two actions on one interface: {actions}"
         assert sum(isinstance(a, AttachInterface) for a in actions) <= 1
+        if not self.targets.primary_interface_pods:
+            assert all(by_id[iid].device_index != 0 for iid in touched), f"on the primary: {actions}"
         for action in actions:
             match action:
                 case AssignIps(interface_id=iid, count=n) | AssignPrefixes(interface_id=iid, count=n):
@@ -701,6 +705,7 @@ def situations(draw: st.DrawFn) -> tuple[PoolView, WarmPoolTargets, InstanceLimi
         max_eni=draw(st.none() | st.integers(0, 6)),
         max_pods=draw(st.none() | st.integers(0, 120)),
         release_delay=draw(st.sampled_from([0.0, 30.0])),
+        primary_interface_pods=draw(st.booleans()),
     )
     n = draw(st.integers(1, 5))  # no interfaces at all: test_no_interfaces_no_plan
     slots = limits.secondary_per_interface
@@ -770,6 +775,8 @@ def test_plan_invariants(
     touched = [a.interface_id for a in actions if not isinstance(a, AttachInterface)]
     assert len(touched) == len(set(touched))
     assert all(not by_id[iid].busy for iid in touched)
+    if not targets.primary_interface_pods:  # custom networking: nothing is done to the primary
+        assert not [iid for iid in touched if by_id[iid].primary], actions
 
     attaches = [a for a in actions if isinstance(a, AttachInterface)]
     assert len(attaches) <= 1
@@ -824,6 +831,7 @@ def test_plan_invariants(
         prefix_delegation=st.booleans(),
         max_eni=st.none() | st.integers(1, 4),
         max_pods=st.none() | st.integers(1, 120),
+        primary_interface_pods=st.booleans(),
     ),
     pods=st.lists(st.integers(0, 80), min_size=1, max_size=4),
 )

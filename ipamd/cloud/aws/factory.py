@@ -25,4 +25,5 @@ def make(settings: Settings) -> AwsProvider:
         extra_tags=settings.additional_eni_tags,
         limits=instance_limits(ec2, node.instance_type),
         attach_timeout=settings.eni_attach_timeout,
+        custom_networking=settings.custom_network_cfg,
     )

@@ -20,68 +20,71 @@ from ipamd.cloud.aws.client import error_code
 from ipamd.errors import PermanentCloudError
 from ipamd.pool.model import InstanceLimits
 
+_Sizes = dict[str, tuple[int, int, int]]
 
-def _family(
-    prefix_delegation: bool, sizes: dict[str, tuple[int, int]], family: str
-) -> dict[str, InstanceLimits]:
+
+def _family(prefix_delegation: bool, sizes: _Sizes, family: str) -> dict[str, tuple[InstanceLimits, int]]:
     return {
-        f"{family}.{size}": InstanceLimits(f"{family}.{size}", enis, ips, prefix_delegation)
-        for size, (enis, ips) in sizes.items()
+        f"{family}.{size}": (InstanceLimits(f"{family}.{size}", enis, ips, prefix_delegation), vcpus)
+        for size, (enis, ips, vcpus) in sizes.items()
     }
 
 
-# (max ENIs, IPv4 addresses per ENI) from DescribeInstanceTypes / the EC2 user guide.
-_M5_SIZES = {
-    "large": (3, 10),
-    "xlarge": (4, 15),
-    "2xlarge": (4, 15),
-    "4xlarge": (8, 30),
-    "8xlarge": (8, 30),
-    "12xlarge": (8, 30),
-    "16xlarge": (15, 50),
-    "24xlarge": (15, 50),
+# (max ENIs, IPv4 addresses per ENI, default vCPUs) from DescribeInstanceTypes / the EC2 user guide.
+_M5_SIZES: _Sizes = {
+    "large": (3, 10, 2),
+    "xlarge": (4, 15, 4),
+    "2xlarge": (4, 15, 8),
+    "4xlarge": (8, 30, 16),
+    "8xlarge": (8, 30, 32),
+    "12xlarge": (8, 30, 48),
+    "16xlarge": (15, 50, 64),
+    "24xlarge": (15, 50, 96),
 }
-_C5_SIZES = {
-    "large": (3, 10),
-    "xlarge": (4, 15),
-    "2xlarge": (4, 15),
-    "4xlarge": (8, 30),
-    "9xlarge": (8, 30),
-    "12xlarge": (8, 30),
-    "18xlarge": (15, 50),
-    "24xlarge": (15, 50),
+_C5_SIZES: _Sizes = {
+    "large": (3, 10, 2),
+    "xlarge": (4, 15, 4),
+    "2xlarge": (4, 15, 8),
+    "4xlarge": (8, 30, 16),
+    "9xlarge": (8, 30, 36),
+    "12xlarge": (8, 30, 48),
+    "18xlarge": (15, 50, 72),
+    "24xlarge": (15, 50, 96),
 }
-_T3_SIZES = {
-    "nano": (2, 2),
-    "micro": (2, 2),
-    "small": (3, 4),
-    "medium": (3, 6),
-    "large": (3, 12),
-    "xlarge": (4, 15),
-    "2xlarge": (4, 15),
+_T3_SIZES: _Sizes = {
+    "nano": (2, 2, 2),
+    "micro": (2, 2, 2),
+    "small": (3, 4, 2),
+    "medium": (3, 6, 2),
+    "large": (3, 12, 2),
+    "xlarge": (4, 15, 4),
+    "2xlarge": (4, 15, 8),
 }
-_T2_SIZES = {
-    "nano": (2, 2),
-    "micro": (2, 2),
-    "small": (3, 4),
-    "medium": (3, 6),
-    "large": (3, 12),
-    "xlarge": (3, 15),
-    "2xlarge": (3, 15),
+_T2_SIZES: _Sizes = {
+    "nano": (2, 2, 1),
+    "micro": (2, 2, 1),
+    "small": (3, 4, 1),
+    "medium": (3, 6, 2),
+    "large": (3, 12, 2),
+    "xlarge": (3, 15, 4),
+    "2xlarge": (3, 15, 8),
 }
 
-KNOWN_LIMITS: dict[str, InstanceLimits] = {
+_KNOWN: dict[str, tuple[InstanceLimits, int]] = {
     **_family(False, _T2_SIZES, "t2"),  # Xen: no prefix delegation
     **_family(True, _T3_SIZES, "t3"),
-    **_family(False, {"large": (2, 10), "xlarge": (4, 15), "2xlarge": (4, 15)}, "m4"),
+    **_family(False, {"large": (2, 10, 2), "xlarge": (4, 15, 4), "2xlarge": (4, 15, 8)}, "m4"),
     **_family(True, _M5_SIZES, "m5"),
-    **_family(True, {"metal": (15, 50)}, "m5"),
+    **_family(True, {"metal": (15, 50, 96)}, "m5"),
     **_family(True, _M5_SIZES, "r5"),
-    **_family(True, {**_M5_SIZES, "32xlarge": (15, 50)}, "m6i"),
+    **_family(True, {**_M5_SIZES, "32xlarge": (15, 50, 128)}, "m6i"),
     **_family(True, _C5_SIZES, "c5"),
-    **_family(False, {"2xlarge": (4, 15), "8xlarge": (8, 30), "16xlarge": (8, 30)}, "p3"),  # Xen
-    **_family(True, {"24xlarge": (15, 50)}, "p3dn"),
+    **_family(False, {"2xlarge": (4, 15, 8), "8xlarge": (8, 30, 32), "16xlarge": (8, 30, 64)}, "p3"),  # Xen
+    **_family(True, {"24xlarge": (15, 50, 96)}, "p3dn"),
 }
+KNOWN_LIMITS: dict[str, InstanceLimits] = {name: limits for name, (limits, _) in _KNOWN.items()}
+# vCPUs of the shipped types: the max-pods calculator's recommendation depends on them (110 / 250).
+KNOWN_VCPUS: dict[str, int] = {name: vcpus for name, (_, vcpus) in _KNOWN.items()}
 
 _log = structlog.get_logger(__name__)
 _cache: dict[str, InstanceLimits] = {}
@@ -156,4 +159,4 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-__all__ = ["KNOWN_LIMITS", "clear_cache", "instance_limits", "limits_from_instance_type"]
+__all__ = ["KNOWN_LIMITS", "KNOWN_VCPUS", "clear_cache", "instance_limits", "limits_from_instance_type"]

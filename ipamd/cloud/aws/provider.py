@@ -9,7 +9,13 @@ Behaviour follows aws-vpc-cni's ipamd (reference/aws-vpc-cni.md):
 * ENIs tagged ``node.k8s.amazonaws.com/no_manage=true`` are never listed, assigned to or detached;
 * only ENIs on network card 0 are managed (they are what ``InstanceLimits.max_interfaces`` counts);
 * limits are enforced here before any call (the emulator does not enforce them, and EC2's refusal
-  would cost a mutating call from the account's shared bucket): ``LimitExceeded``.
+  would cost a mutating call from the account's shared bucket): ``LimitExceeded``;
+* placement (custom networking, ``set_interface_placement``): new ENIs go into the placement's
+  subnet with its security groups (none given: the primary ENI's, as aws-vpc-cni); ENIs already
+  attached keep theirs. The subnet must be in the node's VPC and Availability Zone (checked with
+  DescribeSubnets before anything is created: EC2 attaches an ENI only in the instance's AZ). With
+  ``custom_networking`` and no placement, ``attach_interface`` raises ``NoPlacement`` and creates
+  nothing (aws-vpc-cni does not allocate an ENI without an ENIConfig).
 
 Errors are translated once by ``ipamd.cloud.aws.client.translate``. Calls are made once: retrying is
 the caller's job (``ipamd.cloud.limiter.CloudCaller``). The one exception is the clean-up of a
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,18 +43,20 @@ import structlog
 from ipamd.cloud.aws import limits as aws_limits
 from ipamd.cloud.aws.client import error_code, translate
 from ipamd.cloud.aws.metadata import NodeMetadata
+from ipamd.cloud.base import Placement
 from ipamd.errors import (
     CloudError,
     CloudPermissionError,
     InterfaceNotFound,
     LimitExceeded,
+    NoPlacement,
     PermanentCloudError,
     TemporaryCloudError,
 )
 from ipamd.pool.model import InstanceLimits, InterfaceId, InterfaceView
 
 if TYPE_CHECKING:
-    from ipamd.cloud.base import CloudProvider, LeakSweeping
+    from ipamd.cloud.base import CloudProvider, LeakSweeping, PlacementAware
 
 TAG_INSTANCE_ID = "node.k8s.amazonaws.com/instance_id"
 TAG_CREATED_AT = "node.k8s.amazonaws.com/createdAt"
@@ -68,6 +77,10 @@ _CLEANUP_MAX = 4.0
 _IN_USE = "InvalidNetworkInterface.InUse"
 _ATTACHMENT_GONE = "InvalidAttachmentID.NotFound"
 _INVALID_PARAMETER = "InvalidParameterValue"
+
+_SUBNET_ID = re.compile(r"^subnet-[0-9a-f]+$")
+_GROUP_ID = re.compile(r"^sg-[0-9a-f]+$")
+_MAX_GROUPS = 16
 
 _log = structlog.get_logger(__name__)
 
@@ -92,7 +105,8 @@ class AwsProvider:
     """The ``aws`` provider of ``ipamd.cloud.base.CloudProvider`` for the node described by ``node``.
 
     ``ec2`` is a boto3 EC2 client (``ipamd.cloud.aws.client.make_ec2_client``). New ENIs go into
-    ``subnet_id`` with ``security_group_ids`` (default: those of the node's primary ENI). ``limits``
+    ``subnet_id`` with ``security_group_ids`` (default: those of the node's primary ENI), or where
+    ``set_interface_placement`` says; with ``custom_networking`` only there. ``limits``
     overrides the instance type's limits (else DescribeInstanceTypes, else the shipped table).
     ``attach_timeout`` bounds the wait for an attachment (and for a detachment) to complete.
     ``clock`` is wall-clock epoch seconds (``createdAt`` tags are compared with it).
@@ -111,6 +125,7 @@ class AwsProvider:
         extra_tags: dict[str, str] | None = None,
         limits: InstanceLimits | None = None,
         attach_timeout: float = 30.0,
+        custom_networking: bool = False,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -128,6 +143,9 @@ class AwsProvider:
         self._security_group_ids = (
             tuple(security_group_ids) if security_group_ids is not None else primary.security_group_ids
         )
+        self._primary_security_group_ids = tuple(primary.security_group_ids)
+        self._custom_networking = custom_networking
+        self._placement: Placement | None = None
         self._vpc_id = primary.vpc_id
         self._extra_tags = extra
         self._limits = limits
@@ -141,6 +159,43 @@ class AwsProvider:
             i.subnet_id: i.subnet_cidr for i in node.interfaces if i.subnet_id and i.subnet_cidr
         }
         self._primary_ips: dict[str, str] = {}  # interface id -> its own primary address, as seen
+
+    # --- placement (custom networking) -----------------------------------------------------------
+
+    def set_interface_placement(self, placement: Placement | None) -> None:
+        """Where the next ENIs go (``PlacementAware``). Thread-safe; ENIs already attached keep their
+        subnet and groups. Only the form is checked here (no EC2 call): the subnet's VPC and AZ are
+        checked by the next ``attach_interface``, before it creates anything."""
+        if placement is not None:
+            _check_placement(placement)
+        with self._lock:
+            old, self._placement = self._placement, placement
+        if placement != old:
+            _log.info(
+                "interface_placement_set",
+                subnet_id=placement.subnet_id if placement else None,
+                security_groups=list(placement.security_group_ids or ()) if placement else None,
+                source=placement.source if placement else None,
+            )
+
+    @property
+    def placement(self) -> Placement | None:
+        with self._lock:
+            return self._placement
+
+    @property
+    def custom_networking(self) -> bool:
+        return self._custom_networking
+
+    @property
+    def primary_interface_pods(self) -> bool:
+        """False with custom networking: the primary ENI carries no pod addresses."""
+        return not self._custom_networking
+
+    @property
+    def instance_ref(self) -> str:
+        """This instance as the Node's ``spec.providerID`` names it (its last path element)."""
+        return self._node.instance_id
 
     # --- the CloudProvider protocol -------------------------------------------------------------
 
@@ -167,6 +222,19 @@ class AwsProvider:
         op = "attach_interface"
         _check_count(op, "ip_count", ip_count)
         _check_count(op, "prefix_count", prefix_count)
+        with self._lock:
+            placement = self._placement  # one placement for the whole attach, whatever changes meanwhile
+        if placement is None and self._custom_networking:
+            raise NoPlacement(
+                op,
+                "custom networking (AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG) is on and no ENIConfig placement "
+                "is set: no ENI is created until the Node's ENIConfig is found and valid",
+            )
+        if placement is None:
+            subnet_id, groups = self._subnet_id, self._security_group_ids
+        else:
+            subnet_id = placement.subnet_id
+            groups = placement.security_group_ids or self._primary_security_group_ids
         limits = self.instance_limits()
         if prefix_count and not limits.prefix_delegation:
             raise LimitExceeded(op, f"{limits.instance_type} does not support prefix delegation")
@@ -176,10 +244,11 @@ class AwsProvider:
                 f"PrivateIpAddressLimitExceeded: {ip_count} IPs + {prefix_count} prefixes exceed "
                 f"{limits.secondary_per_interface} slots per interface on {limits.instance_type}",
             )
-        subnet_cidr = self._subnet_cidr(op, self._subnet_id)  # fails before anything is created
+        # fails before anything is created (a placement's subnet: also when not in the VPC and AZ)
+        subnet_cidr = self._subnet_cidr(op, subnet_id, placement=placement)
         with self._attach_lock:
             device_index = self._free_device_index(op, limits)
-            created = self._create(op, ip_count, prefix_count)
+            created = self._create(op, ip_count, prefix_count, subnet_id, groups)
             eni_id = created["NetworkInterfaceId"]
             attachment_id: str | None = None
             try:
@@ -438,18 +507,37 @@ class AwsProvider:
             raise PermanentCloudError(op, f"{interface_id} is tagged {TAG_NO_MANAGE}=true: not changed")
         return eni
 
-    def _subnet_cidr(self, op: str, subnet_id: str) -> str:
+    def _subnet_cidr(self, op: str, subnet_id: str, *, placement: Placement | None = None) -> str:
+        """The subnet's CIDR (IMDS knows the node's own; else DescribeSubnets, cached). For a
+        ``placement``'s subnet not seen yet, also checks that it is in the node's VPC and AZ."""
         with self._lock:
             cached = self._subnet_cidrs.get(subnet_id)
         if cached is not None:
             return cached
         with _translated(op):
             subnets = self._ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"]
+        if placement is not None:
+            self._check_placement_subnet(op, placement, subnets[0] if subnets else None)
         cidr = str(subnets[0]["CidrBlock"]) if subnets else ""
         if cidr:
             with self._lock:
                 self._subnet_cidrs[subnet_id] = cidr
         return cidr
+
+    def _check_placement_subnet(self, op: str, placement: Placement, subnet: dict[str, Any] | None) -> None:
+        where = f"{placement.source}: subnet {placement.subnet_id}"
+        if subnet is None:
+            raise PermanentCloudError(op, f"{where} does not exist")
+        vpc, zone = subnet.get("VpcId"), subnet.get("AvailabilityZone")
+        if self._vpc_id and vpc and vpc != self._vpc_id:
+            raise PermanentCloudError(op, f"{where} is in {vpc}, not in the node's VPC {self._vpc_id}")
+        node_zone = self._node.availability_zone
+        if node_zone and zone and zone != node_zone:
+            raise PermanentCloudError(
+                op,
+                f"{where} is in {zone}, not in the node's Availability Zone {node_zone} "
+                "(EC2 attaches an ENI only in its instance's zone: name one ENIConfig per zone)",
+            )
 
     def _view(self, op: str, eni: dict[str, Any], subnet_cidr: str | None = None) -> InterfaceView:
         eni_id = eni["NetworkInterfaceId"]
@@ -498,7 +586,9 @@ class AwsProvider:
             op, f"AttachmentLimitExceeded: no free device index below {limits.max_interfaces}"
         )
 
-    def _create(self, op: str, ip_count: int, prefix_count: int) -> dict[str, Any]:
+    def _create(
+        self, op: str, ip_count: int, prefix_count: int, subnet_id: str, groups: tuple[str, ...]
+    ) -> dict[str, Any]:
         instance_id = self._node.instance_id
         tags = {
             **self._extra_tags,
@@ -509,8 +599,8 @@ class AwsProvider:
         if self._cluster_name:
             tags[TAG_CLUSTER] = self._cluster_name
         params: dict[str, Any] = {
-            "SubnetId": self._subnet_id,
-            "Groups": list(self._security_group_ids),
+            "SubnetId": subnet_id,
+            "Groups": list(groups),
             "Description": DESCRIPTION_PREFIX + instance_id,
             "TagSpecifications": [
                 {
@@ -525,7 +615,7 @@ class AwsProvider:
             params["Ipv4PrefixCount"] = prefix_count
         with _translated(op):
             created: dict[str, Any] = self._ec2.create_network_interface(**params)["NetworkInterface"]
-        _log.info("interface_created", interface_id=created["NetworkInterfaceId"], subnet_id=self._subnet_id)
+        _log.info("interface_created", interface_id=created["NetworkInterfaceId"], subnet_id=subnet_id)
         return created
 
     def _wait_attached(self, op: str, interface_id: str) -> dict[str, Any]:
@@ -729,6 +819,22 @@ def _new_items(before: set[str], after: list[str]) -> list[str]:
     return new
 
 
+def _check_placement(placement: Placement) -> None:
+    """The form of an EC2 placement (``ValueError``): a subnet id and at most 16 group ids."""
+    if not _SUBNET_ID.match(placement.subnet_id):
+        raise ValueError(
+            f"{placement.source}: {placement.subnet_id!r} is not an EC2 subnet id (subnet-<hex>)"
+        )
+    groups = placement.security_group_ids
+    if groups is not None:
+        bad = [g for g in groups if not _GROUP_ID.match(g)]
+        if bad or not groups or len(groups) > _MAX_GROUPS:
+            raise ValueError(
+                f"{placement.source}: security groups must be 1 to {_MAX_GROUPS} ids like sg-0123abcd "
+                f"(or None for the primary ENI's), got {list(groups)!r}"
+            )
+
+
 def _check_count(operation: str, name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise PermanentCloudError(
@@ -752,6 +858,7 @@ def _parse_created_at(value: str) -> float | None:
 if TYPE_CHECKING:
     _conforms: type[CloudProvider] = AwsProvider
     _sweeps: type[LeakSweeping] = AwsProvider
+    _places: type[PlacementAware] = AwsProvider
 
 __all__ = [
     "DESCRIPTION_PREFIX",

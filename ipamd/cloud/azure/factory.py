@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ipamd.cloud.azure.client import Arm, make_credential
 from ipamd.cloud.azure.imds import AzureImdsClient
 from ipamd.cloud.azure.provider import AzureProvider
+from ipamd.errors import ConfigError, PermanentCloudError
 
 if TYPE_CHECKING:
     from ipamd.config import Settings
@@ -21,4 +22,10 @@ def make(settings: Settings) -> AzureProvider:
         endpoint=settings.azure_arm_endpoint,
         ca_bundle=settings.azure_arm_ca_bundle,
     )
-    return AzureProvider(arm, node)
+    provider = AzureProvider(arm, node)
+    if settings.azure_pod_subnet_id:
+        try:
+            provider.set_pod_subnet(settings.azure_pod_subnet_id)
+        except (ValueError, PermanentCloudError) as exc:
+            raise ConfigError("AZURE_POD_SUBNET_ID", settings.azure_pod_subnet_id, str(exc)) from None
+    return provider

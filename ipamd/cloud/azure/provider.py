@@ -19,6 +19,17 @@ Writes follow ARM's rules (reference/azure-and-windows.md):
   the first PUT answer, which has none yet;
 * the provider enforces the limits itself: 256 ipConfigurations per NIC and 256 private IPs per VM.
 
+Pod subnet (``AZURE_POD_SUBNET_ID``, or a placement from the Node label through
+``set_interface_placement``): Azure keeps every ipConfiguration of a NIC in one subnet (ARM refuses
+others with ``IpConfigurationsOnSameNicCannotUseDifferentSubnets``: "IPConfigurations on a Nic cannot
+belong to different subnets", Azure/azure-sdk-for-java#1865) and every NIC of a VM in one VNet. So a
+pod subnet is honoured by putting pod addresses only on the VM's NIC(s) in that subnet: it must be a
+subnet of the node's VNet with a NIC of this VM in it, else the placement is refused (no write). When
+that NIC is not the primary, ``primary_interface_pods`` is False and the pool leaves the primary NIC
+alone (``WarmPoolTargets.primary_interface_pods``). ``assign_ips`` on a NIC in another subnet is
+refused before any call; ipConfigurations already there are untouched. New ones copy the application
+security groups of their own NIC's primary ipConfiguration, so they stay within that NIC's VNet.
+
 Where the write goes: a standalone VM (or a Flexible scale-set member) writes the NIC
 (Microsoft.Network/networkInterfaces/write). A Uniform scale-set instance cannot PUT its NICs (they
 belong to the scale set's model): it updates the instance's ``networkProfileConfiguration`` through
@@ -31,16 +42,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import ipaddress
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ipamd.cloud.azure.client import Arm, EtagMismatch, ResourceId, translate
 from ipamd.cloud.azure.imds import AzureNode
+from ipamd.cloud.base import Placement
 from ipamd.errors import (
     CloudError,
     InterfaceNotFound,
@@ -65,7 +78,17 @@ VMSS_NIC_READ = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/netwo
 SUBNET_READ = "Microsoft.Network/virtualNetworks/subnets/read"
 VNET_READ = "Microsoft.Network/virtualNetworks/read"
 
+_SUBNET_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/virtualNetworks/[^/]+"
+    r"/subnets/[^/]+$",
+    re.IGNORECASE,
+)
+DIFFERENT_SUBNETS = "IpConfigurationsOnSameNicCannotUseDifferentSubnets"
+
 _log = structlog.get_logger(__name__)
+
+if TYPE_CHECKING:
+    from ipamd.cloud.base import CloudProvider, PlacementAware
 
 
 @contextlib.contextmanager
@@ -107,12 +130,20 @@ class _Queue:
 class AzureProvider:
     """The ``azure`` ``CloudProvider`` for the node ``node``, through ``arm``.
 
-    ``max_pods`` overrides the platform cap (250, and 256 IPs per VM less one per NIC) for the limits.
+    ``pod_subnet_id`` (AZURE_POD_SUBNET_ID): pod addresses only on the NIC(s) in that subnet
+    (module docstring); ``PermanentCloudError`` when no NIC of the VM is in it.
     """
 
     name: str = "azure"
 
-    def __init__(self, arm: Arm, node: AzureNode, *, etag_retries: int = ETAG_RETRIES) -> None:
+    def __init__(
+        self,
+        arm: Arm,
+        node: AzureNode,
+        *,
+        etag_retries: int = ETAG_RETRIES,
+        pod_subnet_id: str | None = None,
+    ) -> None:
         self._arm = arm
         self._node = node
         self._etag_retries = etag_retries
@@ -121,8 +152,14 @@ class AzureProvider:
         self._unconfirmed: dict[str, list[str]] = {}  # NIC key -> names of adds with unknown outcome
         self._subnet_cidrs: dict[str, str] = {}
         self._nic_ids: list[str] = []  # device order: the primary NIC first
+        self._nic_subnets: dict[str, str] = {}  # NIC key -> its primary ipConfiguration's subnet id
+        self._vnet_id = ""
         self._vnet_cidrs: tuple[str, ...] = ()
+        self._default_placement: Placement | None = None
+        self._placement: Placement | None = None
         self.discover()
+        if pod_subnet_id:
+            self.set_pod_subnet(pod_subnet_id)
 
     # --- discovery --------------------------------------------------------------------------------
 
@@ -143,13 +180,112 @@ class AzureProvider:
         if not ids:
             raise PermanentCloudError("discover", f"ARM lists no NIC for {node.resource_id}")
         self._nic_ids = ids
-        first = self._read_nics()[_key(ids[0])]
-        subnet_id = _subnet_id(_primary_config(first))
+        by_key = self._read_nics()
+        subnets = {key: _subnet_id(_primary_config(nic)) for key, nic in by_key.items()}
+        subnet_id = subnets[_key(ids[0])]
         vnet_id = subnet_id.rsplit("/subnets/", 1)[0]
         with _translated("discover", VNET_READ):
             vnet = self._arm.get_vnet(vnet_id)
         prefixes = _props(vnet).get("addressSpace", {}).get("addressPrefixes") or []
-        self._vnet_cidrs = tuple(str(ipaddress.ip_network(p, strict=False)) for p in prefixes)
+        with self._lock:
+            self._nic_subnets = subnets
+            self._vnet_id = vnet_id
+            self._vnet_cidrs = tuple(str(ipaddress.ip_network(p, strict=False)) for p in prefixes)
+
+    # --- pod subnet (placement) -------------------------------------------------------------------
+
+    @property
+    def instance_ref(self) -> str:
+        """This VM (or scale-set instance) as the Node's ``spec.providerID`` names it: its resource id."""
+        return self._node.resource_id
+
+    @property
+    def vnet_id(self) -> str:
+        """The resource id of the VNet every NIC of this VM is in (for a pod-subnet label's value)."""
+        return self._vnet_id
+
+    @property
+    def pod_subnet_id(self) -> str | None:
+        """The subnet pod addresses go to; None: each NIC's own (pods on every NIC)."""
+        with self._lock:
+            return self._placement.subnet_id if self._placement else None
+
+    @property
+    def primary_interface_pods(self) -> bool:
+        """False when the pod subnet is not the primary NIC's: the pool must leave the primary alone."""
+        with self._lock:
+            placement, primary = self._placement, self._nic_subnets.get(_key(self._nic_ids[0]), "")
+        return placement is None or _key(placement.subnet_id) == _key(primary)
+
+    def set_pod_subnet(self, subnet_id: str | None) -> None:
+        """AZURE_POD_SUBNET_ID: the default placement (what ``set_interface_placement(None)`` returns
+        to), in force at once. Raises as ``set_interface_placement``."""
+        default = None
+        if subnet_id:
+            default = Placement(subnet_id=subnet_id, security_group_ids=None, source="AZURE_POD_SUBNET_ID")
+            self._check_placement(default)
+        self._default_placement = default
+        self.set_interface_placement(default)
+
+    def set_interface_placement(self, placement: Placement | None) -> None:
+        """Put new pod ipConfigurations in ``placement.subnet_id`` (``PlacementAware``); None returns to
+        AZURE_POD_SUBNET_ID, else each NIC's own subnet. ``ValueError`` for a malformed value,
+        ``PermanentCloudError`` when no NIC of this VM is in that subnet (Azure would refuse the
+        write); the previous placement then stays. No ARM call: the NICs' subnets are known."""
+        if placement is None:
+            placement = self._default_placement
+        else:
+            self._check_placement(placement)
+        with self._lock:
+            old, self._placement = self._placement, placement
+        if placement != old:
+            _log.info(
+                "interface_placement_set",
+                subnet_id=placement.subnet_id if placement else None,
+                source=placement.source if placement else None,
+                primary_interface_pods=self.primary_interface_pods,
+            )
+
+    def _check_placement(self, placement: Placement) -> None:
+        if placement.security_group_ids is not None:
+            raise ValueError(
+                f"{placement.source}: security groups are an EC2 notion; on Azure new ipConfigurations "
+                "copy the application security groups of their NIC's primary ipConfiguration"
+            )
+        subnet = placement.subnet_id
+        if not _SUBNET_ID.match(subnet):
+            raise ValueError(
+                f"{placement.source}: {subnet[:300]!r} is not a subnet resource id: allowed /subscriptions/S/"
+                "resourceGroups/G/providers/Microsoft.Network/virtualNetworks/V/subnets/N"
+            )
+        vnet = subnet.rsplit("/subnets/", 1)[0]
+        if _key(vnet) != _key(self._vnet_id):
+            raise PermanentCloudError(
+                "set_interface_placement",
+                f"{placement.source}: subnet {subnet} is not in the node's VNet {self._vnet_id} "
+                "(all NICs of a VM, and so all their ipConfigurations, are in one VNet)",
+            )
+        with self._lock:
+            in_subnet = [nic for nic, sub in self._nic_subnets.items() if _key(sub) == _key(subnet)]
+        if not in_subnet:
+            raise PermanentCloudError(
+                "set_interface_placement",
+                f"{placement.source}: no NIC of this VM is in subnet {subnet.rsplit('/', 1)[-1]}; "
+                f"Azure keeps every ipConfiguration of a NIC in the NIC's subnet ({DIFFERENT_SUBNETS}), "
+                "so pod addresses from that subnet need a NIC of the VM in it",
+            )
+
+    def _check_nic_takes_pods(self, op: str, nic: str) -> None:
+        """Refuse, before any call, to add pod addresses to a NIC outside the pod subnet."""
+        with self._lock:
+            placement, subnet = self._placement, self._nic_subnets.get(nic, "")
+        if placement is not None and _key(subnet) != _key(placement.subnet_id):
+            raise PermanentCloudError(
+                op,
+                f"{nic.rsplit('/', 1)[-1]} is in subnet {subnet.rsplit('/', 1)[-1]} and pod addresses go to "
+                f"{placement.subnet_id.rsplit('/', 1)[-1]} ({placement.source}): Azure keeps a NIC's "
+                f"ipConfigurations in the NIC's subnet ({DIFFERENT_SUBNETS})",
+            )
 
     @property
     def network_cidrs(self) -> tuple[str, ...]:
@@ -189,6 +325,7 @@ class AzureProvider:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be an int >= 1, got {count!r}")
         nic = self._own(interface_id)
+        self._check_nic_takes_pods("assign_ips", nic)
         with self._lock:
             pending = self._unconfirmed.pop(nic, [])
             names = pending[:count]
@@ -418,6 +555,8 @@ class AzureProvider:
         )
         mac = str(_props(nic).get("macAddress") or "").replace("-", ":").lower()
         subnet_id = _subnet_id(primary_config)
+        with self._lock:
+            self._nic_subnets[_key(str(nic["id"]))] = subnet_id
         return InterfaceView(
             id=InterfaceId(str(nic["id"])),
             device_index=index,
@@ -519,5 +658,9 @@ def _vmss_ipconfig(name: str, subnet_id: str) -> dict[str, Any]:
         "properties": {"primary": False, "privateIPAddressVersion": "IPv4", "subnet": {"id": subnet_id}},
     }
 
+
+if TYPE_CHECKING:
+    _conforms: type[CloudProvider] = AzureProvider
+    _places: type[PlacementAware] = AzureProvider
 
 __all__ = ["NAME_PREFIX", "AzureProvider", "new_name"]

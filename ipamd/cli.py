@@ -3,6 +3,7 @@
 cloud-cni ipamd          run the node daemon in the foreground (also: python -m ipamd)
 cloud-cni status         what the running daemon holds: pool, interfaces, assignments, Kubernetes
 cloud-cni config check   validate an environment as the daemon would and print the effective settings
+cloud-cni max-pods TYPE  max pods of an AWS instance type, as the EKS max-pods calculator computes it
 cloud-cni demo           the daemon on the simulated cloud, driven through a node story
 cloud-cni install-shim   put the CNI plugin and its private Python runtime on the node (init container)
 cloud-cni node-init      the kernel settings the Linux datapath needs (privileged init container)
@@ -17,6 +18,7 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from ipamd import maxpods_cli
 from ipamd.errors import CloudCniError, ConfigError
 
 
@@ -260,7 +262,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--env-file", metavar="FILE", help="read KEY=VALUE lines from FILE instead of the environment"
     )
     check.add_argument("--json", action="store_true", help="print the settings as JSON (as GET /v1/config)")
-    # max-pods: ipamd/maxpods_cli.py registers its parser here: add_max_pods_parser(sub)
+    maxpods_cli.add_max_pods_parser(sub)
     sub.add_parser("version", help="print the version")
     sub.add_parser("node-init", help="set ip_forward and loose rp_filter for the Linux datapath (as root)")
     installer = sub.add_parser(
@@ -297,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_status(args)
     if args.command == "config":
         return run_config_check(args)
-    # max-pods: `if args.command == "max-pods": return run_max_pods(args)` (ipamd/maxpods_cli.py)
+    if args.command == "max-pods":
+        return maxpods_cli.run_max_pods(args)
     if args.command == "version":
         print(_version())
         return 0

@@ -149,6 +149,11 @@ class Daemon:
             max_pods_set=s.max_pods is not None,
             custom_networking=s.custom_network_cfg,
             eniconfig_keys=(s.eni_config_label_def, s.eni_config_annotation_def),
+            pod_subnet_label=(
+                s.azure_pod_subnet_label
+                if s.cloud_provider == "azure" and not s.azure_pod_subnet_id
+                else None
+            ),
             clock=self.clock,
         )
         return integration, reporter
@@ -270,6 +275,9 @@ class Daemon:
             reporter=reporter,
         )
         self.service = service
+        pods_on_primary = getattr(provider, "primary_interface_pods", None)
+        if isinstance(pods_on_primary, bool):  # an Azure pod subnet on another NIC leaves the primary alone
+            manager.set_primary_interface_pods(pods_on_primary and targets.primary_interface_pods)
         if kube is not None:
             kube.attach(
                 manager=manager,

@@ -38,6 +38,7 @@ log = structlog.get_logger("ipamd.k8s")
 
 ENICONFIG_PATH = "/apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs"
 _TAINT_TICK = 2.0
+NODE_WAIT = 5.0  # at most this long at start, growth waits for the Node's capacity.pods
 
 
 def decide(
@@ -77,6 +78,7 @@ class KubeIntegration:
         max_pods_set: bool,
         custom_networking: bool = False,
         eniconfig_keys: tuple[str, str] = ("", ""),
+        pod_subnet_label: str | None = None,
         clock: Callable[[], float] = time.time,
         netns_exists: Callable[[str], bool] = os.path.exists,
     ) -> None:
@@ -91,6 +93,8 @@ class KubeIntegration:
         self.max_pods_set = max_pods_set
         self.custom_networking = custom_networking
         self.eniconfig_keys = eniconfig_keys
+        self.pod_subnet_label = pod_subnet_label  # azure, AZURE_POD_SUBNET_ID unset: the label names it
+        self._pod_subnet_value: str | None = None
         self.clock = clock
         self.netns_exists = netns_exists
         self.nodes = NodeCache(node_name)
@@ -107,6 +111,7 @@ class KubeIntegration:
         self._taint_wake = asyncio.Event()
         self._placement: Any = None
         self._eniconfigs_listed = False
+        self._eniconfig_problem = ""
         self._started_at = clock()
         # Set by ``attach``.
         self._manager: Any = None
@@ -133,7 +138,14 @@ class KubeIntegration:
         self._serving = serving
         self._stop = stop
         if self.custom_networking:
-            manager.hold_growth("custom networking: the node's ENIConfig has not been read from the API yet")
+            manager.hold_growth(
+                "custom networking: the node's ENIConfig has not been read from the API yet", "eniconfig"
+            )
+        if not self.max_pods_set:
+            # The Node's capacity.pods caps the pool: at first start, do not grow past it before it is
+            # read. Bounded: the first failed request, or NODE_WAIT without an answer, lifts the hold
+            # (the API is never waited for when it is down).
+            manager.hold_growth(f"waiting up to {NODE_WAIT:.0f} s for the Node's capacity.pods", "node")
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -154,6 +166,7 @@ class KubeIntegration:
             query={"fieldSelector": f"metadata.name={self.node_name}"},
             replace=lambda items: self._node_event(loop, self.nodes.replace, items),
             apply=lambda kind, obj: self._node_event(loop, self.nodes.apply, kind, obj),
+            on_error=on_loop(self._stop_waiting_for_node),
         )
         pods = Reflector(
             self.api,
@@ -178,6 +191,8 @@ class KubeIntegration:
         for r in self._reflectors:
             r.start()
         self.recorder.start()
+        if not self.max_pods_set:
+            loop.call_later(NODE_WAIT, self._stop_waiting_for_node)
         self._tasks = [
             asyncio.create_task(self._taint_loop(), name="startup-taint"),
             asyncio.create_task(self._pod_gone_loop(), name="pod-gone"),
@@ -200,6 +215,11 @@ class KubeIntegration:
 
     # --- the Node ------------------------------------------------------------------------------
 
+    def _stop_waiting_for_node(self) -> None:
+        """The Node was read, the API failed, or NODE_WAIT passed: growth no longer waits for it."""
+        if self._manager is not None:
+            self._manager.hold_growth(None, "node")
+
     def _node_event(self, loop: asyncio.AbstractEventLoop, update: Callable[..., None], *args: Any) -> None:
         """On the reflector's thread: update the cache, then let the loop act on it."""
         update(*args)
@@ -221,10 +241,14 @@ class KubeIntegration:
             if self._stop is not None:
                 self._stop.set()
             return
-        if not self.max_pods_set and node.capacity_pods is not None and self._manager is not None:
-            self._manager.set_max_pods(node.capacity_pods)
+        if not self.max_pods_set and self._manager is not None:
+            if node.capacity_pods is not None:
+                self._manager.set_max_pods(node.capacity_pods)
+            self._stop_waiting_for_node()
         if self.custom_networking:
             self._update_placement(node)
+        if self.pod_subnet_label:
+            self._update_pod_subnet(node)
         self._taint_wake.set()
 
     # --- custom networking ---------------------------------------------------------------------
@@ -274,15 +298,45 @@ class KubeIntegration:
                 problem = str(exc)
         if problem:
             reason = f"custom networking: {problem}; new interfaces wait for a valid ENIConfig"
-            if self._manager.growth_hold != reason:
+            if reason != self._eniconfig_problem:
                 self.reporter.node(ev.ENI_CONFIG_INVALID, reason, action="SelectENIConfig")
-            self._manager.hold_growth(reason)
+            self._eniconfig_problem = reason
+            self._manager.hold_growth(reason, "eniconfig")
+            if self._placement is not None:  # no new ENI in a subnet the node no longer selects
+                self._provider.set_interface_placement(None)
+                self._placement = None
             return
         if placement != self._placement:
             log.info("eniconfig_selected", name=name, placement=str(placement))
             self._provider.set_interface_placement(placement)
             self._placement = placement
-        self._manager.hold_growth(None)
+        self._eniconfig_problem = ""
+        self._manager.hold_growth(None, "eniconfig")
+
+    def _update_pod_subnet(self, node: NodeInfo) -> None:
+        """Azure: the Node label names a subnet of the VM's VNet for pod addresses."""
+        from ipamd.cloud.base import Placement
+        from ipamd.eniconfig import azure_subnet_from_label
+        from ipamd.errors import PermanentCloudError
+
+        assert self.pod_subnet_label is not None
+        value = node.labels.get(self.pod_subnet_label)
+        if value == self._pod_subnet_value:
+            return
+        self._pod_subnet_value = value
+        try:
+            if value is None:
+                self._provider.set_interface_placement(None)
+            else:
+                subnet_id = azure_subnet_from_label(value, self._provider.vnet_id)
+                source = f"label {self.pod_subnet_label}={value}"
+                self._provider.set_interface_placement(Placement(subnet_id, None, source))
+        except (ValueError, PermanentCloudError) as exc:
+            note = f"pod subnet label {self.pod_subnet_label}={value!r} not used: {exc}"
+            log.warning("pod_subnet_label_invalid", note=note)
+            self.reporter.node(ev.POD_SUBNET_INVALID, note, action="SelectPodSubnet")
+            return
+        self._manager.set_primary_interface_pods(self._provider.primary_interface_pods)
 
     # --- the startup taint ---------------------------------------------------------------------
 

@@ -72,6 +72,7 @@ class Reflector:
         apply: Callable[[str, dict[str, Any]], None],
         query: Mapping[str, str] | None = None,
         on_sync_change: Callable[[bool], None] | None = None,
+        on_error: Callable[[], None] | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], bool] | None = None,
         watch_timeout_min: int = WATCH_TIMEOUT_MIN,
@@ -85,6 +86,7 @@ class Reflector:
         self._replace = replace
         self._apply = apply
         self._on_sync_change = on_sync_change
+        self._on_error = on_error
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self._sleep = sleep or self._stop.wait
@@ -205,6 +207,8 @@ class Reflector:
     def _fail(self, exc: BaseException) -> None:
         self.state.restarts += 1
         self.state.last_error = str(exc)[:300]
+        if self._on_error is not None:
+            self._on_error()
         self._set_synced(False)
         self._failures += 1
         delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** min(self._failures - 1, 8))

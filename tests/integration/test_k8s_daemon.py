@@ -18,7 +18,10 @@ from typing import Any
 import pytest
 
 from ipamd.rpc.client import IpamClient, attachment
+from tests.fakes.ec2_proxy import Ec2Proxy
+from tests.fakes.imds import start_fake_imds
 from tests.fakes.kube_apiserver import KubeApiServer
+from tests.fakes.moto_ec2 import AZ, CREDENTIALS, REGION, MotoEc2, Node, make_node
 from tests.fakes.rbac import assert_allowed, load_rules
 
 from .conftest import ROOT, DaemonProcess, daemon_env
@@ -360,3 +363,109 @@ def test_status_and_metrics_show_the_integration(cluster: Cluster) -> None:
     logs = [json.loads(line) for line in cluster.daemon.logs().splitlines() if line.startswith("{")]
     assert any(e.get("event") == "kubernetes_integration_on" for e in logs)
     assert os.environ.get("KUBECONFIG") != cluster.kubeconfig  # the test never leaks its config
+
+
+# --- AWS: ENIConfig custom networking and the providerID check, on moto --------------------------
+
+
+@pytest.fixture
+def aws_cluster(
+    kube_apiserver: KubeApiServer, moto_ec2: MotoEc2, tmp_path: Path
+) -> Iterator[tuple[Cluster, Node]]:
+    node = make_node(moto_ec2, "m5.large")
+    proxy = Ec2Proxy(upstream=moto_ec2.endpoint).start()
+    imds = start_fake_imds(moto_ec2, node)
+    c = Cluster(kube_apiserver, tmp_path)
+    c.daemon.env.update(
+        CLOUD_PROVIDER="aws",
+        AWS_ENDPOINT_URL=proxy.url,
+        AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url,
+        AWS_REGION=REGION,
+        CLUSTER_NAME="test-cluster",
+        CLOUD_API_RATE="50",
+        CLOUD_API_BURST="50",
+        **CREDENTIALS,
+    )
+    yield c, node
+    if c.daemon.proc is not None and c.daemon.proc.poll() is None:
+        c.daemon.kill()
+    proxy.stop()
+    imds.stop()
+    assert_allowed(RULES, kube_apiserver.requests)
+
+
+def pod_subnet(node: Node, cidr: str) -> tuple[str, str]:
+    ec2 = node.moto.client()
+    subnet = ec2.create_subnet(VpcId=node.vpc_id, CidrBlock=cidr, AvailabilityZone=AZ)["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName=f"pods-{cidr[5:7]}", Description="pods", VpcId=node.vpc_id)
+    return subnet, group["GroupId"]
+
+
+def test_eniconfig_places_pod_enis_and_a_label_change_affects_only_new_ones(
+    aws_cluster: tuple[Cluster, Node],
+) -> None:
+    cluster, node = aws_cluster
+    subnet_a, sg_a = pod_subnet(node, "10.0.64.0/20")
+    subnet_b, sg_b = pod_subnet(node, "10.0.80.0/20")
+    cluster.api.put_eniconfig("pods-a", {"subnet": subnet_a, "securityGroups": [sg_a]})
+    cluster.api.put_eniconfig("pods-b", {"subnet": subnet_b, "securityGroups": [sg_b]})
+    cluster.api.add_node(
+        NODE,
+        labels={"k8s.amazonaws.com/eniConfig": "pods-a"},
+        provider_id=f"aws:///{AZ}/{node.instance_id}",
+    )
+    # WARM_ENI_TARGET=1 on m5.large: one secondary ENI of 9 addresses, none on the primary.
+    cluster.daemon.start(AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG="true", POOL_RELEASE_DELAY="300")
+
+    def secondaries() -> list[dict[str, Any]]:
+        return [e for e in node.interfaces() if e["Attachment"]["DeviceIndex"] > 0]
+
+    wait_for(lambda: len(secondaries()) == 1, timeout=30, what="the first pod ENI")
+    (first,) = secondaries()
+    assert first["SubnetId"] == subnet_a
+    pool = cluster.daemon.get("/v1/pool")
+    assert pool["max"] == 20  # (3 - 1) x 9 + 2
+    primary = next(i for i in pool["interfaces"] if i["primary"])
+    assert primary["ips"] == []
+    # The label now names pods-b: the next ENI goes there; the first stays where it is.
+    cluster.api.patch_node_direct(
+        NODE, lambda n: n["metadata"]["labels"].update({"k8s.amazonaws.com/eniConfig": "pods-b"})
+    )
+    time.sleep(1.0)
+    for i in range(9):  # fill the first ENI: WARM_ENI_TARGET=1 attaches the second
+        cluster.add(f"p{i}", f"u{i}")
+    wait_for(lambda: len(secondaries()) == 2, timeout=30, what="the second pod ENI")
+    by_index = {e["Attachment"]["DeviceIndex"]: e for e in secondaries()}
+    assert by_index[1]["NetworkInterfaceId"] == first["NetworkInterfaceId"]
+    assert by_index[1]["SubnetId"] == subnet_a
+    assert by_index[2]["SubnetId"] == subnet_b
+    groups = {i: {g["GroupId"] for g in e["Groups"]} for i, e in by_index.items()}
+    assert sg_a in groups[1] and sg_b not in groups[1]
+    assert sg_b in groups[2] and sg_a not in groups[2]
+
+
+def test_a_missing_eniconfig_holds_growth_with_an_event(aws_cluster: tuple[Cluster, Node]) -> None:
+    cluster, node = aws_cluster
+    cluster.api.add_node(NODE, labels={"k8s.amazonaws.com/eniConfig": "nope"})
+    cluster.daemon.start(AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG="true")
+    events = wait_for(lambda: cluster.events("ENIConfigInvalid"), what="ENIConfigInvalid event")
+    assert "'nope'" in events[0]["note"] and "does not exist" in events[0]["note"]
+    pool = cluster.daemon.get("/v1/pool")
+    assert "ENIConfig" in (pool["growth_hold"] or "")
+    assert len(node.interfaces()) == 1  # nothing created
+    subnet, sg = pod_subnet(node, "10.0.96.0/20")
+    cluster.api.put_eniconfig("nope", {"subnet": subnet, "securityGroups": [sg]})
+    wait_for(lambda: len(node.interfaces()) == 2, timeout=30, what="growth once the ENIConfig exists")
+    assert cluster.daemon.get("/v1/pool")["growth_hold"] is None
+
+
+def test_a_node_that_names_another_instance_stops_the_daemon(aws_cluster: tuple[Cluster, Node]) -> None:
+    cluster, node = aws_cluster
+    cluster.api.add_node(NODE, provider_id=f"aws:///{AZ}/i-0123456789abcdef0")
+    cluster.daemon.start(wait=False)
+    proc = cluster.daemon.proc
+    assert proc is not None
+    assert proc.wait(30) == 1
+    last = [line for line in cluster.daemon.logs().splitlines() if not line.startswith("{")]
+    assert len(last) == 1
+    assert "i-0123456789abcdef0" in last[0] and node.instance_id in last[0] and "NODE_NAME" in last[0]

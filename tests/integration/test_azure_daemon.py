@@ -26,6 +26,7 @@ import pytest
 from ipamd.config import VARIABLES
 from tests.fakes.azure_arm import FakeArm, FakeImds, Vm
 from tests.fakes.azure_tls import TlsFiles
+from tests.fakes.kube_apiserver import KubeApiServer
 
 from .conftest import ROOT, DaemonProcess, daemon_env
 from .test_shim_exec import netconf, shim
@@ -565,3 +566,42 @@ def test_the_daemon_environment_reaches_only_the_fakes(
     assert env["NO_PROXY"] == "127.0.0.1,localhost"
     assert env["AZURE_ARM_ENDPOINT"] == azure_cloud.arm_url
     assert env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] == env["AZURE_IMDS_ENDPOINT"]
+
+
+# --- the pod subnet named by a Node label (the Kubernetes integration) ----------------------------
+
+
+def test_a_node_label_names_the_pod_subnet(
+    azure: Callable[..., AzureNode], azure_cloud: FakeArm, kube_apiserver: KubeApiServer, tmp_path: Path
+) -> None:
+    """AZURE_POD_SUBNET_ID unset: the label names a subnet of the VM's VNet; pod addresses go on the
+    NIC in it and the primary NIC is left alone; the providerID names this VM and passes the check."""
+    azure_cloud.add_subnet("vnet", "pods", "10.224.8.0/22")
+    node_name = "aks-pods-0"
+    node = azure(nics=2, subnet=["nodes", "pods"], start=False)
+    kube_apiserver.add_node(
+        node_name, labels={"cloud-cni.io/pod-subnet": "pods"}, provider_id="azure://" + node.vm.id
+    )
+    node.daemon.start(
+        KUBECONFIG=kube_apiserver.kubeconfig(tmp_path / "kubeconfig"),
+        NODE_NAME=node_name,
+        KUBERNETES_INTEGRATION="on",
+        WARM_IP_TARGET="4",
+        MINIMUM_IP_TARGET="4",
+        IP_BATCH_SIZE="1",
+    )
+    ours = node.ours()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(ours[node.vm.nics[1].lower()]) < 4:
+        time.sleep(0.2)
+        ours = node.ours()
+    assert ours[node.vm.nics[0].lower()] == []
+    assert len(ours[node.vm.nics[1].lower()]) == 4
+    assert all(
+        ipaddress.IPv4Address(a) in ipaddress.IPv4Network("10.224.8.0/22")
+        for a in ours[node.vm.nics[1].lower()]
+    )
+    ips = node.add_pods(2)
+    assert all(ipaddress.IPv4Address(ip) in ipaddress.IPv4Network("10.224.8.0/22") for ip in ips)
+    assert node.daemon.get("/v1/k8s")["api"]["reachable"] is True
+    assert not [e for e in kube_apiserver.events() if e["reason"] == "PodSubnetInvalid"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ipamd.rpc.client import IpamClient, attachment
+from ipamd.rpc.client import CniFailure, IpamClient, attachment
 from tests.fakes.ec2_proxy import Ec2Proxy
 from tests.fakes.imds import start_fake_imds
 from tests.fakes.kube_apiserver import KubeApiServer
@@ -65,6 +65,7 @@ class Cluster:
         self.netns_dir = tmp / "netns"
         self.netns_dir.mkdir()
         self._client: IpamClient | None = None
+        self.proxy: Ec2Proxy | None = None  # aws_cluster: the fault-injecting proxy in front of moto
 
     def add_node(self, *, taints: list[dict[str, Any]] | None = None, capacity: int | None = 110) -> None:
         self.api.add_node(NODE, taints=taints)
@@ -376,6 +377,7 @@ def aws_cluster(
     proxy = Ec2Proxy(upstream=moto_ec2.endpoint).start()
     imds = start_fake_imds(moto_ec2, node)
     c = Cluster(kube_apiserver, tmp_path)
+    c.proxy = proxy
     c.daemon.env.update(
         CLOUD_PROVIDER="aws",
         AWS_ENDPOINT_URL=proxy.url,
@@ -469,3 +471,32 @@ def test_a_node_that_names_another_instance_stops_the_daemon(aws_cluster: tuple[
     last = [line for line in cluster.daemon.logs().splitlines() if not line.startswith("{")]
     assert len(last) == 1
     assert "i-0123456789abcdef0" in last[0] and node.instance_id in last[0] and "NODE_NAME" in last[0]
+
+
+def test_sustained_throttling_is_one_cloud_throttled_event(aws_cluster: tuple[Cluster, Node]) -> None:
+    cluster, node = aws_cluster
+    assert cluster.proxy is not None
+    cluster.api.add_node(NODE, provider_id=f"aws:///{AZ}/{node.instance_id}")
+    cluster.proxy.fail("AssignPrivateIpAddresses", "RequestLimitExceeded", times=12)
+    cluster.daemon.start(WARM_IP_TARGET="5")
+    events = wait_for(lambda: cluster.events("CloudThrottled"), timeout=40, what="CloudThrottled event")
+    assert events[0]["type"] == "Warning" and "throttled 5 calls" in events[0]["note"]
+    wait_for(lambda: cluster.daemon.get("/v1/pool")["total"] >= 5, timeout=60, what="growth after the storm")
+    assert len(cluster.events("CloudThrottled")) == 1  # repeats are one event's series
+
+
+def test_pods_waiting_at_the_nodes_limit_are_reported(cluster: Cluster) -> None:
+    cluster.add_node()
+    cluster.daemon.start(MAX_PODS="3", WARM_IP_TARGET="3", ADD_WAIT_TIMEOUT="1")
+    cluster.daemon.wait_pool(lambda p: p["total"] == 3)
+    for i in range(3):
+        cluster.api.add_pod("default", f"p{i}", NODE, uid=f"u{i}")
+        cluster.add(f"p{i}", f"u{i}")
+    cluster.api.add_pod("default", "p3", NODE, uid="u3")
+    with pytest.raises(CniFailure) as failed:
+        cluster.add("p3", "u3")
+    assert failed.value.cni_code == 11  # try again later
+    limit = wait_for(lambda: cluster.events("InterfaceLimitReached"), what="InterfaceLimitReached")
+    assert "p3" in limit[0]["note"] and "max pods 3" in limit[0]["note"]
+    delayed = wait_for(lambda: cluster.events("IPAllocationDelayed"), what="IPAllocationDelayed")
+    assert delayed[0]["regarding"]["name"] == "p3" and delayed[0]["type"] == "Warning"

@@ -582,3 +582,33 @@ def test_idle_timeout_is_the_next_moment_the_plan_can_change(
     node.manager.next_reconcile_at = T0 + 60.0
     setup(node)
     assert node.manager._idle_timeout(T0) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "named"),
+    [
+        pytest.param(SubnetFull("assign_ips", "InsufficientFreeAddressesInSubnet"), "SubnetExhausted",
+                     "InsufficientFreeAddressesInSubnet", id="subnet-full"),
+        pytest.param(LimitExceeded("assign_ips", "PrivateIpAddressLimitExceeded"), "InterfaceLimitReached",
+                     "PrivateIpAddressLimitExceeded", id="limit-exceeded"),
+        pytest.param(CloudPermissionError("assign_ips", "Unauthorized", "ec2:AssignPrivateIpAddresses"),
+                     "MissingCloudPermission", "ec2:AssignPrivateIpAddresses", id="permission"),
+    ],
+)  # fmt: skip
+def test_a_refused_growth_is_reported_on_the_node(error: CloudError, reason: str, named: str) -> None:
+    from ipamd.events import Event, NodeReporter
+
+    seen: list[Event] = []
+
+    class Sink:
+        def emit(self, event: Event) -> None:
+            seen.append(event)
+
+    node = make_node(targets=WarmPoolTargets(warm_ip=2), clock=FakeClock())
+    node.manager.reporter = NodeReporter(Sink(), "node-1")
+    node.sim.inject("assign_ips", error)
+    asyncio.run(node.manager.step())
+    assert [(e.reason, e.type, e.regarding.kind, e.regarding.name) for e in seen] == [
+        (reason, "Warning", "Node", "node-1")
+    ]
+    assert named in seen[0].note and "paused for 120 s" in seen[0].note

@@ -362,7 +362,7 @@ class KubeIntegration:
                 if self.taint_state in ("unknown", "present"):
                     self.taint_state = "absent"
                 continue
-            self.taint_state = "present" if self.taint_state != "removed" else self.taint_state
+            self.taint_state = "present"  # (again, if something re-added it after a removal)
             now = self.clock()
             ready = self.ready_for_pods(now)
             timed_out = now - self._started_at >= self.taint_timeout
@@ -461,8 +461,9 @@ class KubeIntegration:
     def public(self) -> dict[str, Any]:
         node = self.nodes.node
         api_error = next((r.state.last_error for r in self._reflectors if r.state.last_error), None)
-        if self.taint is not None and node is not None and self.taint_state == "unknown":
-            self.taint_state = "present" if node.has_taint(self.taint) else "absent"
+        taint_state = self.taint_state
+        if self.taint is not None and node is not None and taint_state == "unknown":
+            taint_state = "present" if node.has_taint(self.taint) else "absent"
         pods = self.reflector("pods")
         return {
             "integration": "on",
@@ -473,7 +474,7 @@ class KubeIntegration:
                 "last_error": api_error,
             },
             "watches": {r.name: r.state.public() for r in self._reflectors},
-            "startup_taint": {"taint": str(self.taint or ""), "state": self.taint_state},
+            "startup_taint": {"taint": str(self.taint or ""), "state": taint_state},
             "events": self.recorder.stats.public(self.recorder.queued()),
             "pods_on_node": len(self.pods) if pods and pods.state.synced else None,
             "pod_gone": {"grace_seconds": self.tracker.grace, "released": self.released},

@@ -379,7 +379,7 @@ class KubeIntegration:
                 log.warning("startup_taint_timeout", note=note)
             try:
                 removed = await asyncio.to_thread(remove_taint, self.api, self.node_name, spec)
-            except (ApiError, ValueError) as exc:
+            except Exception as exc:  # ApiError, a malformed Node (ValueError); retried with backoff
                 failures += 1
                 log.warning("startup_taint_removal_failed", error=str(exc), failures=failures)
                 continue
@@ -419,7 +419,10 @@ class KubeIntegration:
         interval = max(0.5, min(60.0, self.tracker.grace / 10))
         while True:
             await asyncio.sleep(interval)
-            await self.sweep_pods_gone()
+            try:
+                await self.sweep_pods_gone()
+            except Exception:  # a bug here must not end the sweeps; nothing is released on doubt
+                log.exception("pod_gone_sweep_failed")
 
     async def sweep_pods_gone(self) -> int:
         pods = self.reflector("pods")

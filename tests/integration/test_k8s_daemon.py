@@ -500,3 +500,24 @@ def test_pods_waiting_at_the_nodes_limit_are_reported(cluster: Cluster) -> None:
     assert "p3" in limit[0]["note"] and "max pods 3" in limit[0]["note"]
     delayed = wait_for(lambda: cluster.events("IPAllocationDelayed"), what="IPAllocationDelayed")
     assert delayed[0]["regarding"]["name"] == "p3" and delayed[0]["type"] == "Warning"
+
+
+def test_a_taint_written_by_someone_else_during_the_removal_is_kept(cluster: Cluster) -> None:
+    """The JSON patch tests the list it read: a concurrent writer's change makes it fail (422, as the
+    API server answers a failed test op); the daemon re-reads and removes only its taint."""
+    cluster.add_node(taints=[STARTUP_TAINT])
+    late = {"key": "example.com/late", "effect": "NoExecute"}
+    raced: list[bool] = []
+
+    def race(request: Any) -> float:
+        if request.verb == "patch" and not raced:
+            raced.append(True)  # another controller writes the taints between our GET and PATCH
+            cluster.api.patch_node_direct(NODE, lambda n: n["spec"]["taints"].append(dict(late)))
+        return 0.0
+
+    cluster.api.latency = race
+    cluster.daemon.start()
+    wait_for(lambda: not cluster.has_startup_taint(), what="taint removal")
+    assert cluster.taints() == [late]
+    patches = [r for r in cluster.api.requests if r.verb == "patch" and r.resource == "nodes"]
+    assert [r.status for r in patches] == [422, 200]

@@ -25,7 +25,7 @@ No assertions: it prints figures (and a WARNING when, after start-up or at the e
 and IPs moto shows differ from the daemon's /v1/pool). CLOUD_API_RATE/BURST are 100/100, so the
 client-side limiter is never the bottleneck.
 
-    .venv/bin/python bench/bench_aws.py [--repeats 3] [--only calls|burst]      # ~2.5 min
+    .venv/bin/python bench/bench_aws.py [--repeats 3] [--only calls|burst|rss]  # ~2.5 min
     .venv/bin/python bench/bench_aws.py --only calls --round-period 8 --interval 5
 (--round-period: seconds between churn rounds; --interval: POOL_MIN_ACTION_INTERVAL for the churn.)
 """
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import collections
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -318,9 +319,40 @@ def report_burst(results: dict[str, list[BurstResult]]) -> dict[str, float]:
     return fills
 
 
+def rss(moto: MotoEc2, repeats: int) -> None:
+    """(c) VmRSS once idle at WARM_IP_TARGET=5 after start-up: aws, aws with the Kubernetes integration
+    on (a fake kube-apiserver, node and pod watches open), sim; alternated."""
+    from tests.fakes.kube_apiserver import KubeApiServer
+
+    samples: dict[str, list[float]] = {"aws": [], "aws, Kubernetes integration on": [], "sim": []}
+    for _ in range(repeats):
+        with node_run(moto, {}, WARM_IP_TARGET="5") as run:
+            run.wait_idle(1, 5)
+            time.sleep(1.0)
+            samples["aws"].append(run.daemon.rss_mb())
+        with KubeApiServer() as api, tempfile.TemporaryDirectory() as tmp:
+            api.add_node("bench-node")
+            k8s = {"NODE_NAME": "bench-node", "KUBECONFIG": api.kubeconfig(Path(tmp) / "kubeconfig")}
+            with node_run(moto, {}, WARM_IP_TARGET="5", **k8s) as run:
+                run.wait_idle(1, 5)
+                api.wait_for_watches(2)
+                time.sleep(1.0)
+                samples["aws, Kubernetes integration on"].append(run.daemon.rss_mb())
+        with Daemon(None, CLOUD_PROVIDER="sim", SIM_API_LATENCY="0.01", WARM_IP_TARGET="5") as daemon:
+            daemon.wait_available(5)
+            time.sleep(1.0)
+            samples["sim"].append(daemon.rss_mb())
+    print(f"\n(c) RSS once idle at WARM_IP_TARGET=5 after start-up; {repeats} runs each, alternated")
+    for name, values in samples.items():
+        print(
+            f"  {name:<33} VmRSS {median(values):6.1f} MiB "
+            f"(runs {', '.join(f'{v:.1f}' for v in values)}); target <= 80: ratio {median(values) / 80:.2f}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--only", choices=("calls", "burst"), default=None)
+    parser.add_argument("--only", choices=("calls", "burst", "rss"), default=None)
     parser.add_argument("--repeats", type=int, default=3, help="burst runs per configuration (default 3)")
     parser.add_argument("--concurrency", type=int, default=8, help="burst ADDs in flight (default 8)")
     parser.add_argument("--rounds", type=int, default=10)
@@ -364,6 +396,9 @@ def main() -> int:
         fills = report_burst(runs)
         event, paced = fills.values()
         print(f"  fill time paced / event-driven: {paced / event:.2f}")
+
+    if args.only in (None, "rss"):
+        rss(moto, args.repeats)
 
     print(f"\nwall time {time.monotonic() - began:.0f} s; load average (1 min) at the end: {load_average()}")
     return 0

@@ -104,7 +104,14 @@ def make_ec2_client(region: str, *, endpoint_url: str | None = None, timeout: fl
 
 @functools.cache
 def _shared_session() -> Any:
-    return boto3.session.Session()
+    import botocore.session
+
+    from ipamd.cloud.aws.service_model import DATA_DIR
+
+    core = botocore.session.get_session()
+    # The trimmed EC2 model first: the full one costs ~32 MB (ipamd/cloud/aws/service_model.py).
+    core.get_component("data_loader").search_paths.insert(0, str(DATA_DIR))
+    return boto3.session.Session(botocore_session=core)
 
 
 def error_code(exc: BaseException) -> str:

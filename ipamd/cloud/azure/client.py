@@ -1,5 +1,5 @@
-"""ARM clients (azure-mgmt-network, azure-mgmt-compute), the managed-identity credential, and the one
-place azure-core exceptions become ``ipamd.errors.CloudError``.
+"""The ARM client (azure-core's ARM pipeline: Microsoft.Network and Microsoft.Compute calls as JSON), the
+managed-identity credential, and the one place azure-core exceptions become ``ipamd.errors.CloudError``.
 
 Translation table (first match wins)::
 
@@ -21,17 +21,19 @@ Translation table (first match wins)::
 
 The SDK's own retries are off (``retry_total=0``): every attempt passes through the daemon's one
 client-side limiter (``ipamd.cloud.limiter.CloudCaller``), which would not see retries made inside
-the SDK pipeline. Resources go in and out as the ARM JSON (``model.as_dict()``), so the provider
-validates exactly what ARM sent.
+the SDK pipeline. Resources go in and out as the ARM JSON, so the provider validates exactly what
+ARM sent.
 
-Why two clients: a standalone VM (or a Flexible scale-set member) owns its NICs, which take a NIC PUT
-(Microsoft.Network); a Uniform scale-set instance's NICs belong to the scale set and are changed by
-updating the instance's network profile (Microsoft.Compute), the path Cilium's Azure IPAM takes.
+Why two resource providers: a standalone VM (or a Flexible scale-set member) owns its NICs, which take
+a NIC PUT (Microsoft.Network); a Uniform scale-set instance's NICs belong to the scale set and are
+changed by updating the instance's network profile (Microsoft.Compute), the path Cilium's Azure IPAM
+takes.
 """
 
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,8 +165,22 @@ def make_credential(client_id: str | None, imds_endpoint: str) -> Any:
     return ChainedTokenCredential(managed, rest)
 
 
+# API versions: the ones azure-mgmt-network 33 / azure-mgmt-compute 39 send for these calls.
+NETWORK_API = "2026-03-01"
+VMSS_NIC_API = "2018-10-01"  # the scale-set VM NIC list is only served by this version
+COMPUTE_API = "2026-04-01"
+ARM_SCOPE = "https://management.azure.com/.default"
+
+
 class Arm:
-    """The handful of ARM calls the provider makes, as JSON dicts. Blocking; thread-safe."""
+    """The handful of ARM calls the provider makes, as JSON dicts. Blocking; thread-safe.
+
+    Built on azure-core / azure-mgmt-core (``ARMPipelineClient`` with the policies the generated
+    management clients use: the ARM bearer-token challenge policy, ARM polling for long-running
+    operations) but without azure-mgmt-network's and azure-mgmt-compute's generated clients: those
+    load every operation group and model of their API surface (~31 and ~17 MB of memory) for the
+    seven calls below, which take and return the ARM JSON the provider validates itself.
+    """
 
     def __init__(
         self,
@@ -176,82 +192,166 @@ class Arm:
         polling_interval: float = POLLING_INTERVAL,
         timeout: float = 30.0,
     ) -> None:
-        from azure.mgmt.network import NetworkManagementClient
+        from azure.core.pipeline import policies
+        from azure.mgmt.core import ARMPipelineClient
+        from azure.mgmt.core.policies import (
+            ARMAutoResourceProviderRegistrationPolicy,
+            ARMChallengeAuthenticationPolicy,
+            ARMHttpLoggingPolicy,
+        )
 
-        common: dict[str, Any] = {
-            "base_url": endpoint,
+        config: dict[str, Any] = {
             "connection_verify": ca_bundle or True,
-            "polling_interval": polling_interval,
-            "retry_total": 0,
+            "retry_total": 0,  # every attempt passes the daemon's own limiter
             "connection_timeout": 5,
             "read_timeout": timeout,
             "user_agent": USER_AGENT,
+            "sdk_moniker": "cloud-cni",
         }
-        self._common = common
-        self._credential = credential
+        pipeline = [
+            policies.RequestIdPolicy(**config),
+            policies.HeadersPolicy(**config),
+            policies.UserAgentPolicy(**config),
+            policies.ProxyPolicy(**config),
+            policies.ContentDecodePolicy(**config),
+            ARMAutoResourceProviderRegistrationPolicy(),
+            policies.RedirectPolicy(**config),
+            policies.RetryPolicy(**config),
+            ARMChallengeAuthenticationPolicy(credential, ARM_SCOPE),
+            policies.NetworkTraceLoggingPolicy(**config),
+            ARMHttpLoggingPolicy(**config),
+        ]
+        self._client: Any = ARMPipelineClient(base_url=endpoint, policies=pipeline, **config)
         self._subscription = subscription_id
-        self.network = NetworkManagementClient(credential, subscription_id, **common)
-        self._compute: Any = None
+        self._polling_interval = polling_interval
 
-    @property
-    def compute(self) -> Any:
-        if self._compute is None:  # imported only when needed: ~14 MB of models
-            from azure.mgmt.compute import ComputeManagementClient
+    def _path(self, resource_group: str, provider: str, *segments: str) -> str:
+        quoted = "/".join(urllib.parse.quote(s, safe="") for s in segments)
+        group = urllib.parse.quote(resource_group, safe="")
+        return f"/subscriptions/{self._subscription}/resourceGroups/{group}/providers/{provider}/{quoted}"
 
-            self._compute = ComputeManagementClient(self._credential, self._subscription, **self._common)
-        return self._compute
+    def _send(
+        self,
+        method: str,
+        url: str,
+        api_version: str | None,
+        *,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """One request through the pipeline; the PipelineResponse of a 2xx, else HttpResponseError."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
+        from azure.mgmt.core.exceptions import ARMErrorFormat
+
+        request = HttpRequest(
+            method,
+            self._client.format_url(url),
+            params={"api-version": api_version} if api_version else None,
+            headers={"Accept": "application/json", **(headers or {})},
+            json=body,
+        )
+        pipeline_response = self._client._pipeline.run(request)  # as the generated clients do
+        response = pipeline_response.http_response
+        if not 200 <= response.status_code < 300:
+            raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+        return pipeline_response
+
+    def _get(self, url: str, api_version: str | None) -> dict[str, Any]:
+        return _as_dict(_json(self._send("GET", url, api_version)))
+
+    def _put(
+        self, url: str, api_version: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> dict[str, Any]:
+        """A PUT and its long-running operation (Azure-AsyncOperation, then the final GET)."""
+        from azure.core.polling import LROPoller
+        from azure.mgmt.core.polling.arm_polling import ARMPolling
+
+        initial = self._send("PUT", url, api_version, body=body, headers=headers)
+        poller = LROPoller(self._client, initial, _json, ARMPolling(self._polling_interval))
+        return _as_dict(poller.result())
 
     def get_nic(self, nic_id: str) -> dict[str, Any]:
         rid = ResourceId.parse(nic_id)
-        return _as_dict(self.network.network_interfaces.get(rid.resource_group, rid.name))
+        return self._get(
+            self._path(rid.resource_group, "Microsoft.Network", "networkInterfaces", rid.name), NETWORK_API
+        )
 
     def put_nic(self, nic: dict[str, Any], etag: str) -> dict[str, Any]:
-        from azure.mgmt.network.models import NetworkInterface
-
         rid = ResourceId.parse(str(nic["id"]))
-        poller = self.network.network_interfaces.begin_create_or_update(
-            rid.resource_group, rid.name, NetworkInterface(nic), headers={"If-Match": etag}
-        )
-        return _as_dict(poller.result())
+        url = self._path(rid.resource_group, "Microsoft.Network", "networkInterfaces", rid.name)
+        return self._put(url, NETWORK_API, nic, {"If-Match": etag})
 
     def get_vm(self, resource_group: str, name: str) -> dict[str, Any]:
-        return _as_dict(self.compute.virtual_machines.get(resource_group, name))
+        return self._get(
+            self._path(resource_group, "Microsoft.Compute", "virtualMachines", name), COMPUTE_API
+        )
 
     def get_vmss_vm(self, resource_group: str, scale_set: str, instance_id: str) -> dict[str, Any]:
-        return _as_dict(
-            self.compute.virtual_machine_scale_set_vms.get(resource_group, scale_set, instance_id)
+        url = self._path(
+            resource_group,
+            "Microsoft.Compute",
+            "virtualMachineScaleSets",
+            scale_set,
+            "virtualMachines",
+            instance_id,
         )
+        return self._get(url, COMPUTE_API)
 
     def put_vmss_vm(
         self, resource_group: str, scale_set: str, instance_id: str, vm: dict[str, Any], etag: str
     ) -> dict[str, Any]:
-        from azure.core import MatchConditions
-
-        poller = self.compute.virtual_machine_scale_set_vms.begin_update(
+        url = self._path(
             resource_group,
+            "Microsoft.Compute",
+            "virtualMachineScaleSets",
             scale_set,
+            "virtualMachines",
             instance_id,
-            vm,
-            etag=etag,
-            match_condition=MatchConditions.IfNotModified,
         )
-        return _as_dict(poller.result())
+        return self._put(url, COMPUTE_API, vm, {"If-Match": etag})
 
     def list_vmss_nics(self, resource_group: str, scale_set: str, instance_id: str) -> list[dict[str, Any]]:
-        pages = self.network.network_interfaces.list_virtual_machine_scale_set_vm_network_interfaces(
-            resource_group, scale_set, instance_id
+        url: str | None = self._path(
+            resource_group,
+            "microsoft.Compute",
+            "virtualMachineScaleSets",
+            scale_set,
+            "virtualMachines",
+            instance_id,
+            "networkInterfaces",
         )
-        return [_as_dict(n) for n in pages]
+        api: str | None = VMSS_NIC_API
+        nics: list[dict[str, Any]] = []
+        while url:
+            page = self._get(url, api)
+            items = page.get("value")
+            if not isinstance(items, list):
+                raise PermanentCloudError("azure", "ARM answered a NIC list without a value list")
+            nics.extend(_as_dict(i) for i in items)
+            link = page.get("nextLink")
+            url, api = (link, None) if isinstance(link, str) and link else (None, None)  # nextLink has it
+        return nics
 
     def get_subnet(self, subnet_id: str) -> dict[str, Any]:
         parts = subnet_id.strip("/").split("/")
         if len(parts) != 10 or parts[6].lower() != "virtualnetworks" or parts[8].lower() != "subnets":
             raise PermanentCloudError("azure", f"not a subnet id: {subnet_id[:200]!r}")
-        return _as_dict(self.network.subnets.get(parts[3], parts[7], parts[9]))
+        url = self._path(parts[3], "Microsoft.Network", "virtualNetworks", parts[7], "subnets", parts[9])
+        return self._get(url, NETWORK_API)
 
     def get_vnet(self, vnet_id: str) -> dict[str, Any]:
         rid = ResourceId.parse(vnet_id)
-        return _as_dict(self.network.virtual_networks.get(rid.resource_group, rid.name))
+        return self._get(
+            self._path(rid.resource_group, "Microsoft.Network", "virtualNetworks", rid.name), NETWORK_API
+        )
+
+
+def _json(pipeline_response: Any) -> Any:
+    try:
+        return pipeline_response.http_response.json()
+    except ValueError:
+        raise PermanentCloudError("azure", "ARM answered a body that is not JSON") from None
 
 
 def _as_dict(model: Any) -> dict[str, Any]:

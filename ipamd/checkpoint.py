@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import Literal, NoReturn, Protocol
 
 import structlog
 
+from ipamd import durable
 from ipamd.errors import CheckpointError
 from ipamd.pool.model import (
     Assignment,
@@ -399,16 +399,6 @@ def previous_path(path: Path) -> Path:
     return path.with_name(path.name + ".prev")
 
 
-def _fsync_directory(directory: Path) -> None:
-    if sys.platform == "win32":  # directories cannot be opened for fsync; NTFS journals renames
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _link_previous(path: Path) -> None:
     """Hard-link the current file to ``<path>.prev`` without a moment where the current is missing."""
     link = path.with_name(f"{path.name}.prev.{os.getpid()}.tmp")
@@ -426,30 +416,17 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Durably replace ``path`` with ``data``; the old content stays readable as ``<path>.prev``.
 
     A reader sees either the old or the new file, complete, at every instant. Parent directory is
-    created with mode 0700 if missing; the files are 0600.
+    created with mode 0700 if missing; the files are 0600. The temporary file is
+    ``<name>.<pid>.tmp``, the pattern ``load`` removes after a crash.
     """
-    directory = path.parent
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(tmp, flags, 0o600)
-    except FileNotFoundError:  # the directory is made when missing, not probed on every write
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(tmp, flags, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _link_previous(path)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(directory)
+    durable.write_atomic(
+        path,
+        data,
+        mode=0o600,
+        tmp=path.with_name(f"{path.name}.{os.getpid()}.tmp"),
+        make_parent=True,
+        before_replace=lambda: _link_previous(path),
+    )
 
 
 # --- load ---------------------------------------------------------------------------------------
@@ -574,7 +551,6 @@ class GroupCommitter:
         self.writes = 0
         self.failures = 0
         self.last_write_seconds = 0.0
-        self.last_batch_size = 0
 
     def mark_dirty(self) -> None:
         """Record a change that need not be awaited; the next write (or ``close``) carries it."""
@@ -606,7 +582,6 @@ class GroupCommitter:
         try:
             while self._waiters:
                 batch, self._waiters = self._waiters, []
-                self.last_batch_size = len(batch)
                 generation, error = await self._write_once(batch=len(batch))
                 for waiter in batch:
                     if waiter.done():  # its caller was cancelled; the write went ahead anyway

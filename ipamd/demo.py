@@ -5,12 +5,15 @@ the embedded ``sim`` cloud (m5.large limits, prefix delegation, 0.3 s per cloud 
 set up and torn down by exec'ing the real CNI plugin (``cloud-cni-shim``) with CNI env and the
 network config on stdin, as a container runtime does. The story: a burst scale-up of pods, churn,
 then scale-down to idle. Pool size and demand are sampled from the
-introspection endpoint; the table at the end is read from the daemon's own metrics.
+introspection endpoint; the table at the end is read from the daemon's own metrics, and the lines
+after it explain the peak from the daemon's effective settings (``/v1/config``) and the pool it held.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 import os
 import signal
 import socket
@@ -18,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import urllib.request
@@ -52,6 +56,13 @@ class Sample:
     t: float
     total: int
     assigned: int
+    cooling: int = 0
+    prefixes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, t: float, pool: dict[str, Any]) -> Sample:
+        prefixes = [p for i in pool.get("interfaces", []) for p in i.get("prefixes", [])]
+        return cls(t, pool["total"], pool["assigned"], pool.get("cooling", 0), prefixes)
 
 
 @dataclass
@@ -67,7 +78,8 @@ class Story:
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     counter: int = 0
-    idle: int = 0
+    idle: Sample | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def say(self, msg: str) -> None:
         print(f"  [{time.monotonic() - self.start:5.1f}s] {msg}", flush=True)
@@ -81,7 +93,7 @@ class Story:
         while not stop.is_set():
             try:
                 p = self.pool()
-                self.samples.append(Sample(time.monotonic() - self.start, p["total"], p["assigned"]))
+                self.samples.append(Sample.of(time.monotonic() - self.start, p))
             except OSError:
                 pass
             stop.wait(0.1)
@@ -130,6 +142,11 @@ class Story:
         if done.returncode != 0:
             self.failures += 1
             self.errors.append(done.stdout.decode(errors="replace").strip())
+
+    def config(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + "/v1/config", timeout=5) as r:
+            data: dict[str, Any] = json.loads(r.read())
+            return data
 
     def wait_pool(self, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -219,6 +236,7 @@ def _run_story(
         }
     ).encode()
     story = Story(url=url, shim=shim, netconf=netconf)
+    story.settings = story.config()
     stop = threading.Event()
     sampler = threading.Thread(target=story.sample_forever, args=(stop,), daemon=True)
     sampler.start()
@@ -241,7 +259,7 @@ def _run_story(
         p = story.wait_pool(lambda p: p["assigned"] == 0 and p["cooling"] == 0 and p["total"] <= 16, 30)
         time.sleep(0.5)
         p = story.pool()
-        story.idle = p["total"]
+        story.idle = Sample.of(time.monotonic() - story.start, p)
         story.say(f"scale-down: pool idle at {p['total']} addresses")
     finally:
         stop.set()
@@ -250,25 +268,91 @@ def _run_story(
 
 
 def _report(story: Story, metrics_url: str, plot: str | None) -> int:
-    peak = max((s.total for s in story.samples), default=0)
+    peak = max(story.samples, key=lambda s: s.total, default=None)
     rows = [
         ("pods started", f"{len(story.add_ms)} ({story.failures} failed)"),
         ("ADD latency p50", f"{statistics.median(story.add_ms):.1f} ms" if story.add_ms else "-"),
         ("ADD latency p99", f"{_percentile(story.add_ms, 0.99):.1f} ms"),
         ("cloud API calls", str(_cloud_calls(metrics_url))),
-        ("peak addresses held", str(peak)),
-        ("idle addresses held", str(story.idle)),
+        ("peak addresses held", str(peak.total if peak else 0)),
+        ("idle addresses held", str(story.idle.total if story.idle else "-")),
     ]
     width = max(len(k) for k, _ in rows)
     print()
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
+    if peak is not None:
+        most_pods = max(s.assigned for s in story.samples)
+        print()
+        for line in explain(story.settings, peak, most_pods, story.idle):
+            print(textwrap.fill(line, 100, initial_indent="  ", subsequent_indent="    "))
     if plot:
         _plot(story.samples, plot)
         print(f"\n  plot written to {plot}")
     for error in story.errors[:5]:
         print(f"  shim error: {error}")
     return 0 if story.failures == 0 else 1
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}es" if word.endswith(("s", "x")) else f"{n} {word}s"
+
+
+def _prefix_size(sample: Sample) -> int | None:
+    sizes = {ipaddress.ip_network(p, strict=False).num_addresses for p in sample.prefixes}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _held(sample: Sample) -> str:
+    """``80 addresses = 5 prefixes of 16`` (plus any single secondary addresses)."""
+    size = _prefix_size(sample)
+    if size is None:
+        return _plural(sample.total, "address")
+    text = f"{_plural(sample.total, 'address')} = {_plural(len(sample.prefixes), 'prefix')} of {size}"
+    single = sample.total - size * len(sample.prefixes)
+    return text + (f" + {_plural(single, 'single address')}" if single > 0 else "")
+
+
+def explain(settings: dict[str, Any], peak: Sample, most_pods: int, idle: Sample | None) -> list[str]:
+    """Why the pool held what it held: the lines printed under the table, from the effective settings
+    (``/v1/config``) and the pool samples, so they stay true when the settings change."""
+    free = peak.total - peak.assigned - peak.cooling
+    lines = [
+        f"Why {peak.total} addresses for at most {most_pods} pods:",
+        f"- at the peak ({peak.t:.1f} s) the pool held {_held(peak)}: {peak.assigned} assigned to pods, "
+        f"{peak.cooling} cooling, {free} free.",
+    ]
+    if peak.prefixes:
+        lines.append(
+            "- prefix delegation (ENABLE_PREFIX_DELEGATION="
+            f"{str(settings.get('ENABLE_PREFIX_DELEGATION')).lower()}): the cloud assigns whole prefixes, "
+            "so the pool grows and shrinks a prefix at a time, never by one address."
+        )
+    cooldown = settings.get("IP_COOLDOWN_PERIOD")
+    if cooldown is not None:
+        lines.append(
+            f"- a released address cools for IP_COOLDOWN_PERIOD={cooldown} s before reuse, and cooling "
+            "addresses are not free: churn holds extra addresses."
+        )
+    warm_prefix, warm_ip = settings.get("WARM_PREFIX_TARGET"), settings.get("WARM_IP_TARGET")
+    size = _prefix_size(peak)
+    if size is not None and warm_prefix:
+        warm = int(warm_prefix) * size
+        lines.append(
+            f"- WARM_PREFIX_TARGET={warm_prefix}: the daemon keeps {warm} addresses free on top of those, "
+            "so the next pod never waits for the cloud."
+        )
+        wanted = peak.assigned + peak.cooling + warm
+        if math.ceil(wanted / size) == len(peak.prefixes):
+            lines.append(
+                f"- so at the peak: {peak.assigned} + {peak.cooling} + {warm} = {wanted} addresses, "
+                f"rounded up to whole prefixes: {len(peak.prefixes)} x {size} = {len(peak.prefixes) * size}."
+            )
+    elif warm_ip:
+        lines.append(f"- WARM_IP_TARGET={warm_ip}: the daemon keeps that many addresses free on top.")
+    if idle is not None:
+        lines.append(f"- idle, with no pod left: {_held(idle)}.")
+    return lines
 
 
 def _plot(samples: list[Sample], path: str) -> None:

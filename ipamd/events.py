@@ -29,7 +29,6 @@ STARTUP_TAINT_TIMEOUT = "StartupTaintTimeout"
 STARTUP_TAINT_REMOVED = "StartupTaintRemoved"
 ENI_CONFIG_INVALID = "ENIConfigInvalid"
 POD_SUBNET_INVALID = "PodSubnetInvalid"
-POD_ADDRESS_RELEASED = "PodGoneAddressReleased"
 # On a Pod
 IP_ALLOCATION_DELAYED = "IPAllocationDelayed"
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ipamd import elf
+from ipamd import durable, elf
 from ipamd.errors import InstallError
 
 PLUGIN = "cloud-cni"
@@ -355,34 +355,12 @@ def _sync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         os.chmod(directory, 0o755)
-        _fsync_dir(Path(directory))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        durable.fsync_directory(Path(directory))
 
 
 def write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` beside ``path`` under a name the runtime ignores, fsync, rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    durable.write_atomic(path, data, mode=mode, tmp=path.with_name(f".{path.name}.tmp-{os.getpid()}"))
 
 
 def plugin_text(kind: str, host_tree: PurePosixPath, version: str) -> str:
@@ -493,7 +471,7 @@ def install(
                 shutil.rmtree(aside, ignore_errors=True)
                 os.rename(target, aside)
             os.rename(stage, target)
-            _fsync_dir(runtime)
+            durable.fsync_directory(runtime)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

@@ -19,6 +19,8 @@ def spool_dir(socket_path: str) -> str:
     return f"{parent}/{SPOOL_DIRNAME}"
 
 
+# The write below repeats ipamd/durable.py on purpose: the shim may not import ipamd (the "shim
+# imports nothing heavy" contract) and uses ``posix`` rather than ``os`` to stay import-light.
 def _fsync_dir(path: str) -> None:
     fd = posix.open(path, posix.O_RDONLY | posix.O_DIRECTORY)
     try:

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ipamd import durable
 from ipamd.cloud.limiter import TokenBucket
 from ipamd.errors import (
     CloudError,
@@ -393,13 +393,6 @@ class SimCloud:
 
     # --- address allocation (call with the lock held; nothing here changes state) ---------------
 
-    def _is_free_ip(self, offset: int) -> bool:
-        return (
-            _RESERVED_LOW <= offset < self._size - 1
-            and offset not in self._ip_owner
-            and offset // PREFIX_SIZE not in self._prefix_owner
-        )
-
     def _pick_ips(self, operation: str, count: int, exclude_blocks: frozenset[int]) -> list[int]:
         """The ``count`` lowest free addresses outside ``exclude_blocks``; SubnetFull if fewer."""
         picked: list[int] = []
@@ -457,7 +450,7 @@ class SimCloud:
             else:
                 interfaces[iface_id] = iface
         if self._state_path is not None:
-            _write_atomically(self._state_path, self._serialize(interfaces, next_id))
+            durable.write_atomic(self._state_path, self._serialize(interfaces, next_id), make_parent=True)
         for iface_id, iface in changes.items():
             old = self._interfaces.get(iface_id)
             if old is not None:
@@ -675,28 +668,6 @@ def _expect_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _CorruptState(f"{what} must be an integer, got {type(value).__name__}")
     return value
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file."""
-    directory = path.parent
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (not possible on Windows)
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 if TYPE_CHECKING:

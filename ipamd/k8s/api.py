@@ -25,7 +25,6 @@ from ipamd.errors import ConfigError
 log = structlog.get_logger("ipamd.k8s")
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-SERVICE_ACCOUNT_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 _READ_TIMEOUT = 10.0
 _CONNECT_TIMEOUT = 5.0
 

@@ -108,10 +108,6 @@ class Reflector:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
     def run(self) -> None:
         relist_from: str | None = None
         while not self._stop.is_set():

@@ -8,26 +8,29 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from ipamd.errors import RequestError
 from ipamd.pool.model import AttachmentKey, ContainerID, IfName, PodRef
+from ipamd.requests import Call
 from ipamd.rpc.pb import ipamd_pb2 as pb
+
+# Call lives in ipamd.requests, below this layer: the service may not import ipamd.rpc.
+__all__ = [
+    "Call",
+    "attachment",
+    "container_id",
+    "ifname",
+    "netns",
+    "network_name",
+    "pod",
+    "prev_result",
+]
 
 _ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _MAX_ID = 1024
 _MAX_POD_FIELD = 253
 _MAX_PREV_RESULT = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """A validated CNI call: the attachment key, the pod, the netns path."""
-
-    key: AttachmentKey
-    pod: PodRef
-    netns: str
 
 
 def container_id(value: str) -> ContainerID:
@@ -102,17 +105,3 @@ def prev_result(text: str, *, required: bool) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise RequestError("prevResult", "must be a JSON object")
     return value
-
-
-def prev_result_ips(result: dict[str, Any] | None) -> list[str]:
-    """The addresses (without prefix length) listed in a prevResult's ``ips``."""
-    if not result:
-        return []
-    ips = result.get("ips")
-    if not isinstance(ips, list):
-        return []
-    found = []
-    for entry in ips:
-        if isinstance(entry, dict) and isinstance(entry.get("address"), str):
-            found.append(entry["address"].split("/", 1)[0])
-    return found

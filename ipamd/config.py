@@ -376,6 +376,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ADD_WAIT_TIMEOUT", "add_wait_timeout", "5", _seconds,
              "How long an ADD waits for the pool to grow when it is empty, before CNI error 11.",
              azure_default="30"),
+    Variable("COOLDOWN_OVERRIDE_WAIT", "cooldown_override_wait", "2", _seconds,
+             "Seconds an ADD that finds only cooling addresses waits for the pool to grow before it takes "
+             "the one cooling longest (at once when the pool cannot grow; at most ADD_WAIT_TIMEOUT)."),
     Variable("CLOUD_API_RATE", "cloud_api_rate", "5", _positive_rate,
              "Client-side limit on cloud API calls per second (token bucket refill).", azure_default="1"),
     Variable("CLOUD_API_BURST", "cloud_api_burst", "10", _int_at_least(1),
@@ -484,6 +487,7 @@ class Settings:
     pool_release_delay: float = 30.0
     pool_min_action_interval: float = 0.0
     add_wait_timeout: float = 5.0
+    cooldown_override_wait: float = 2.0
     cloud_api_rate: float = 5.0
     cloud_api_burst: int = 10
     growth_pause: float = 120.0

@@ -5,7 +5,9 @@ CloudCniError
 ├── CheckpointError             checkpoint unreadable / unwritable
 ├── PoolError
 │   ├── NoAddressAvailable      pool empty and cannot grow now (CNI 11: try again later)
-│   └── AllocationNotFound      no assignment for that key (DEL/GC swallow it)
+│   ├── AllocationNotFound      no assignment for that key (DEL/GC swallow it)
+│   └── AttachmentChanged       a concurrent DEL (or an ADD's rollback) changed the attachment while
+│                               an ADD was storing it (CNI 11: try again later)
 ├── RequestError                a gRPC request failed validation (CNI 7 / 4)
 ├── InstallError                `cloud-cni install-shim` cannot put a working plugin on the node
 ├── DatapathError               the pod network cannot be wired, checked or torn down (CNI 999)
@@ -52,6 +54,12 @@ class NoAddressAvailable(PoolError):
 
 class AllocationNotFound(PoolError):
     pass
+
+
+class AttachmentChanged(PoolError):
+    """The attachment an ADD was making durable changed meanwhile (a concurrent DEL for the same key,
+    or the rollback of a concurrent ADD, won the race). Nothing is wrong with the cloud or the pool:
+    the runtime retries the ADD (CNI 11)."""
 
 
 class RequestError(CloudCniError):

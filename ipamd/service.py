@@ -4,6 +4,18 @@ Every answer that changes an assignment is given only after that change is durab
 checkpoint (group commit). An ADD never waits for the cloud when the pool has a free address; when
 it has none it wakes the manager and waits up to ADD_WAIT_TIMEOUT for growth, then answers
 "try again later".
+
+Cool-down overrides. When every address not in use is cooling, an ADD takes one of them (the one
+cooling longest) only when waiting cannot help or has lasted long enough:
+
+- ``cannot_grow``: the pool cannot grow now (``PoolManager.growth_blocked``: held, paused, at its
+  maximum; or ``pool_settled``: not below its targets, so the policy will not grow it). Served at
+  once: a pod never fails only because of cool-down.
+- ``wait_exceeded``: the pool could grow but gained no address within COOLDOWN_OVERRIDE_WAIT (at
+  most ADD_WAIT_TIMEOUT) of the ADD's start (a slow or failing cloud).
+
+Otherwise it waits for growth like an ADD on an empty pool, and gets a fresh address. Each override
+is logged (``ip_cooldown_overridden``) and counted in ``cloudcni_cooldown_overrides_total{reason}``.
 """
 
 from __future__ import annotations
@@ -11,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
@@ -20,12 +32,16 @@ from ipamd.checkpoint import GroupCommitter
 from ipamd.datapath.base import Datapath, PodWiring
 from ipamd.events import INTERFACE_LIMIT_REACHED, IP_ALLOCATION_DELAYED, NodeReporter
 from ipamd.manager import PoolManager
-from ipamd.metrics import Metrics
+from ipamd.metrics import OVERRIDE_CANNOT_GROW, OVERRIDE_WAIT_EXCEEDED, Metrics
 from ipamd.pool.datastore import Datastore
 from ipamd.pool.model import Assignment, AttachmentKey
-from ipamd.rpc.validate import Call, prev_result_ips
+from ipamd.requests import Call, prev_result_ips
 
 log = structlog.get_logger("ipamd.service")
+
+# An ADD that got its address after waiting at least this long for the pool tells its Pod (a Normal
+# IPAllocationDelayed event); shorter waits, the common case under churn, make no API write.
+DELAY_EVENT_AFTER = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +71,7 @@ class IpamService:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         add_wait_timeout: float = 5.0,
+        cooldown_override_wait: float = 2.0,
         reporter: NodeReporter | None = None,
     ) -> None:
         self.reporter = reporter
@@ -65,6 +82,7 @@ class IpamService:
         self.metrics = metrics
         self.clock = clock
         self.add_wait_timeout = add_wait_timeout
+        self.cooldown_override_wait = cooldown_override_wait
 
     async def _durable(self) -> None:
         await self.committer.commit()
@@ -80,7 +98,10 @@ class IpamService:
             raise
         if self.store.get(call.key) != assignment:
             # A concurrent DEL, or a rollback of a concurrent ADD for the same key, won the race.
-            raise errors.TemporaryCloudError("add", "the attachment changed while it was being stored")
+            raise errors.AttachmentChanged(
+                f"the attachment {call.key.container_id}/{call.key.ifname} changed while it was being "
+                "stored (a concurrent DEL); try again later"
+            )
         self.manager.wake()
         try:
             wiring = await self.datapath.add_pod(assignment)
@@ -96,46 +117,91 @@ class IpamService:
     async def _assign(self, call: Call) -> Assignment:
         started = self.clock()
         deadline = started + self.add_wait_timeout
+        override_at = started + min(self.cooldown_override_wait, self.add_wait_timeout)
         waited = False
+        waited_out = False  # a wait for growth ran out: COOLDOWN_OVERRIDE_WAIT is over
+        expired = False  # ... and so is ADD_WAIT_TIMEOUT
         while True:
+            now = self.clock()
             overrides = self.store.cooldown_overrides
-            try:
-                assignment = self.store.assign(call.key, call.pod, netns=call.netns, now=self.clock())
-            except errors.NoAddressAvailable:
-                if not waited:
-                    waited = True
-                    self._report_wait(call)
-                remaining = deadline - self.clock()
-                if remaining <= 0 or not await self.manager.wait_for_growth(remaining):
-                    if self.metrics:
-                        self.metrics.no_ip_available.inc()
-                    self._report_delay(
-                        call,
-                        f"no address after waiting {self.clock() - started:.1f} s: "
-                        "the runtime will retry (CNI error 11)",
-                    )
-                    raise errors.NoAddressAvailable(
-                        "no free address on this node and the pool could not grow in time; try again later"
-                    ) from None
-                continue
-            if waited:
-                self._report_delay(
-                    call,
-                    f"the pool had no free address; waited {self.clock() - started:.1f} s "
-                    f"for it to grow, got {assignment.ip}",
-                    type_="Normal",
-                )
-            if self.metrics and self.store.cooldown_overrides != overrides:
-                self.metrics.cooldown_overrides.inc()
-            log.info(
-                "ip_assigned",
+            assignment = self._take(call, now, allow_cooling=False)
+            reason = why = ""
+            if assignment is None:
+                reason, why = self._override_reason(now, waited_out or now >= override_at)
+                if reason:
+                    assignment = self._take(call, now, allow_cooling=True)
+            if assignment is not None:
+                break
+            if not waited:
+                waited = True
+                self._report_wait(call)
+            remaining = deadline - now
+            if expired or remaining <= 0:
+                self._no_address(call, started)
+            # Until COOLDOWN_OVERRIDE_WAIT is over, wake then to take a cooling address if nothing grew.
+            timeout = remaining if waited_out or now >= override_at else min(remaining, override_at - now)
+            if not await self.manager.wait_for_growth(timeout):
+                waited_out = True
+                expired = timeout >= remaining
+        if waited and self.clock() - started >= DELAY_EVENT_AFTER:
+            self._report_delay(
+                call,
+                f"the pool had no free address; waited {self.clock() - started:.1f} s "
+                f"for it to grow, got {assignment.ip}",
+                type_="Normal",
+            )
+        if self.store.cooldown_overrides != overrides:
+            log.warning(
+                "ip_cooldown_overridden",
                 container_id=call.key.container_id,
                 ifname=call.key.ifname,
-                pod=f"{call.pod.namespace}/{call.pod.name}",
                 ip=assignment.ip,
-                interface=assignment.interface_id,
+                reason=reason,
+                why=why,
+                waited=round(self.clock() - started, 3),
             )
-            return assignment
+            if self.metrics:
+                self.metrics.cooldown_overrides.labels(reason).inc()
+        log.info(
+            "ip_assigned",
+            container_id=call.key.container_id,
+            ifname=call.key.ifname,
+            pod=f"{call.pod.namespace}/{call.pod.name}",
+            ip=assignment.ip,
+            interface=assignment.interface_id,
+        )
+        return assignment
+
+    def _take(self, call: Call, now: float, *, allow_cooling: bool) -> Assignment | None:
+        try:
+            return self.store.assign(
+                call.key, call.pod, netns=call.netns, now=now, allow_cooling=allow_cooling
+            )
+        except errors.NoAddressAvailable:
+            return None
+
+    def _override_reason(self, now: float, waited_out: bool) -> tuple[str, str]:
+        """Whether an ADD that found nothing free may take a cooling address now: (reason, why), or
+        ("", "") while waiting for growth is still worth it."""
+        blocked = self.manager.growth_blocked(now)
+        if blocked:
+            return OVERRIDE_CANNOT_GROW, blocked
+        if self.manager.pool_settled(now):
+            return OVERRIDE_CANNOT_GROW, "the pool is not below its targets, so it will not grow"
+        if waited_out:
+            return OVERRIDE_WAIT_EXCEEDED, "the pool did not grow within COOLDOWN_OVERRIDE_WAIT"
+        return "", ""
+
+    def _no_address(self, call: Call, started: float) -> NoReturn:
+        if self.metrics:
+            self.metrics.no_ip_available.inc()
+        self._report_delay(
+            call,
+            f"no address after waiting {self.clock() - started:.1f} s: the runtime will retry (CNI error 11)",
+        )
+        raise errors.NoAddressAvailable(
+            "no free address on this node and the pool could not grow in time; try again later"
+        )
 
     def _report_wait(self, call: Call) -> None:
         """An ADD found the pool empty: at the node's limit, that is worth an event on the Node."""

@@ -25,8 +25,11 @@ another pod. When the address is held and unclaimed again, the orphan takes it b
 Choice order for ADD: a free address on the interface with the lowest device index that has one; within
 that interface, an individual secondary IP before a prefix address, then the prefix with the most
 assigned addresses (packing leaves whole prefixes, and then whole interfaces, free to give back), then the
-lowest address. If every address that is not in use is cooling, the one whose cool-down ends first is
-handed out anyway and ``cooldown_overrides`` counts it: a pod must never fail only because of cool-down.
+lowest address. If every address that is not in use is cooling, the one whose cool-down ends first (the
+one cooling longest) is handed out anyway and ``cooldown_overrides`` counts it: a pod must never fail
+only because of cool-down. ``assign(..., allow_cooling=False)`` refuses that last resort (it raises
+NoAddressAvailable instead), so that the caller decides when an override is warranted: the daemon
+overrides only when the pool cannot grow, or after a bounded wait for growth (``ipamd.service``).
 
 Without pods on the primary interface (``primary_interface_pods=False``: custom networking, or a pod
 subnet other than the primary NIC's), ADD never picks an address of a primary interface, not even a
@@ -354,18 +357,22 @@ class Datastore:
 
     # --- pods -----------------------------------------------------------------------------------
 
-    def assign(self, key: AttachmentKey, pod: PodRef, *, netns: str, now: float) -> Assignment:
+    def assign(
+        self, key: AttachmentKey, pod: PodRef, *, netns: str, now: float, allow_cooling: bool = True
+    ) -> Assignment:
         """Give ``key`` an address (see the choice order above). Idempotent: a known key gets its
-        existing assignment back, unchanged. NoAddressAvailable when nothing is free or cooling."""
+        existing assignment back, unchanged. NoAddressAvailable when nothing is free or cooling, or,
+        with ``allow_cooling=False``, when nothing is free (a cooling address is never handed out)."""
         existing = self._assigned.get(key) or self._orphans.get(key)
         if existing is not None:
             return existing
         self._expire(now)
         addr = self._pick_free()
         if addr is None:
-            addr = self._earliest_cooling()
+            addr = self._earliest_cooling() if allow_cooling else None
             if addr is None:
-                raise NoAddressAvailable(f"no free address for {key.container_id}/{key.ifname}")
+                refused = "" if allow_cooling else " (cooling addresses not allowed)"
+                raise NoAddressAvailable(f"no free address for {key.container_id}/{key.ifname}{refused}")
             self.cooldown_overrides += 1
         assignment = Assignment(
             key=key, ip=addr.ip, interface_id=addr.iface.id, pod=pod, assigned_at=now, netns=netns

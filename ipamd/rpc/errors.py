@@ -37,6 +37,7 @@ _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode, int], ...] = (
     (errors.RequestError, grpc.StatusCode.INVALID_ARGUMENT, CNI_INVALID_CONFIG),
     (errors.AllocationNotFound, grpc.StatusCode.NOT_FOUND, CNI_CONTAINER_UNKNOWN),
     (errors.NoAddressAvailable, grpc.StatusCode.RESOURCE_EXHAUSTED, CNI_TRY_AGAIN_LATER),
+    (errors.AttachmentChanged, grpc.StatusCode.ABORTED, CNI_TRY_AGAIN_LATER),
     (errors.CheckpointError, grpc.StatusCode.UNAVAILABLE, CNI_IO_FAILURE),
     (errors.NetnsNotFound, grpc.StatusCode.FAILED_PRECONDITION, CNI_INVALID_ENV),
     (errors.TemporaryCloudError, grpc.StatusCode.UNAVAILABLE, CNI_TRY_AGAIN_LATER),

@@ -247,7 +247,7 @@ def test_integration_on_without_a_config_refuses_to_start(tmp_path: Path) -> Non
 
 def test_pod_gets_ip_allocation_delayed_when_its_add_waits(cluster: Cluster) -> None:
     cluster.add_node()
-    cluster.daemon.start(WARM_IP_TARGET="1", SIM_API_LATENCY="0.5")
+    cluster.daemon.start(WARM_IP_TARGET="1", SIM_API_LATENCY="1.5")  # waits >= 1 s: worth an event
     cluster.daemon.wait_pool(lambda p: p["available"] == 1)
     cluster.api.add_pod("default", "a", NODE, uid="ua")
     cluster.api.add_pod("team", "b", NODE, uid="ub")

@@ -32,7 +32,7 @@ from ipamd.errors import (
 )
 from ipamd.pool.datastore import AddressState
 from ipamd.pool.model import InterfaceId, InterfaceView, WarmPoolTargets
-from ipamd.rpc.validate import Call
+from ipamd.requests import Call
 from ipamd.service import IpamService
 from tests.unit.pool_node import (
     POD,

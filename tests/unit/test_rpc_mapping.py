@@ -6,6 +6,7 @@ import grpc
 import pytest
 
 from ipamd import errors
+from ipamd.requests import prev_result_ips
 from ipamd.rpc import validate
 from ipamd.rpc.errors import to_rpc_failure
 from ipamd.rpc.pb import ipamd_pb2 as pb
@@ -95,6 +96,6 @@ def test_prev_result(text: str, required: bool, ok: bool) -> None:
 
 def test_prev_result_ips_ignores_junk() -> None:
     parsed = {"ips": [{"address": "10.0.0.5/32"}, {"address": 7}, "x", {"gateway": "1.1.1.1"}]}
-    assert validate.prev_result_ips(parsed) == ["10.0.0.5"]
-    assert validate.prev_result_ips({"ips": "nope"}) == []
-    assert validate.prev_result_ips(None) == []
+    assert prev_result_ips(parsed) == ["10.0.0.5"]
+    assert prev_result_ips({"ips": "nope"}) == []
+    assert prev_result_ips(None) == []

@@ -18,7 +18,7 @@ from ipamd.datapath.base import NoDatapath
 from ipamd.errors import AllocationNotFound, CheckpointError, DatapathError, NoAddressAvailable
 from ipamd.pool.datastore import AddressState
 from ipamd.pool.model import AttachmentKey, ContainerID, IfName, PodRef, PoolSnapshot, WarmPoolTargets
-from ipamd.rpc.validate import Call
+from ipamd.requests import Call
 from ipamd.service import IpamService
 from tests.unit.pool_node import (
     NETWORK,
@@ -226,7 +226,7 @@ def test_a_del_on_a_full_node_lets_a_waiting_add_through_at_once(tmp_path: Path)
     ip, freed, took = asyncio.run(scenario())
     assert ip == freed, "the only address to be had is the one the DEL freed, still cooling"
     assert took < 1.0
-    assert s.node.sample("cloudcni_cooldown_overrides_total") == 1
+    assert s.node.sample("cloudcni_cooldown_overrides_total", reason="cannot_grow") == 1
     assert s.node.sample("cloudcni_no_ip_available_total") == 0
 
 
@@ -244,13 +244,13 @@ def test_add_when_every_unassigned_address_is_cooling_takes_the_one_cooling_long
         clock.advance(1.0)
         await s.service.delete(call("c2"), None)
         assert s.node.store.stats(now=clock()).available == 0
-        assert s.node.sample("cloudcni_cooldown_overrides_total") == 0
-        result = await s.service.add(call("c3"))
+        assert s.node.sample("cloudcni_cooldown_overrides_total", reason="wait_exceeded") == 0
+        result = await s.service.add(call("c3"))  # nothing grows it (no manager): after the wait
         assert result.assignment.ip == first
         assert s.state(second) is AddressState.COOLING
 
     asyncio.run(scenario())
-    assert s.node.sample("cloudcni_cooldown_overrides_total") == 1
+    assert s.node.sample("cloudcni_cooldown_overrides_total", reason="wait_exceeded") == 1
     assert s.node.sample("cloudcni_no_ip_available_total") == 0
 
 

@@ -39,13 +39,18 @@ def run_ipamd() -> int:
         print(f"cloud-cni ipamd: {exc}", file=sys.stderr)
         return 2
     log.configure(settings.log_level)
-    from ipamd.daemon import Daemon
+    from ipamd.daemon import Daemon, TaskGaveUp
 
+    # One line, never a traceback: exit 2 for a setting to change (the daemon has released the
+    # socket and the checkpoint lock), 1 for anything else that stopped it (StartFailed, the cloud).
     try:
         return asyncio.run(Daemon(settings).run())
     except ConfigError as exc:
         print(f"cloud-cni ipamd: {exc}", file=sys.stderr)
         return 2
+    except TaskGaveUp as exc:
+        print(f"cloud-cni ipamd: stopped: {exc}", file=sys.stderr)
+        return 1
     except CloudCniError as exc:
         print(f"cloud-cni ipamd: cannot start: {exc}", file=sys.stderr)
         return 1

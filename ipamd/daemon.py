@@ -1,24 +1,34 @@
 """The daemon: start-up order, supervision, and shutdown.
 
 Start-up (nothing is served before the pool state is known to be safe):
-  1. settings (a bad env var stops here with one line), provider, instance limits;
-  2. checkpoint load (current, else previous generation + quarantine, else quarantine all);
-  3. the cloud's view of the interfaces -> datastore; checkpoint restored on top; the reconciled
-     state is made durable before the first request;
-  4. gRPC socket, metrics, introspection; the pool manager loop under a supervisor.
+  1. settings (a bad env var stops here with one line), datapath and Kubernetes configuration;
+  2. the checkpoint directory and its lock, the socket directory and the socket path claimed
+     (a directory the daemon creates is 0700; an existing one is checked, never chmod-ed);
+  3. provider, instance limits; checkpoint load (current, else previous generation + quarantine,
+     else quarantine all);
+  4. the cloud's view of the interfaces -> datastore; checkpoint restored on top; the reconciled
+     state is made durable before the first request; the DEL spool drained;
+  5. metrics and introspection listen, then the gRPC socket; the long-lived tasks (pool manager,
+     leak sweep, DEL spool drain) each run under ``supervise``.
+A start that fails releases what it took (HTTP servers, socket file, checkpoint lock) and ends
+with one line: ``ConfigError`` (exit 2) or ``StartFailed`` (exit 1), printed by ``ipamd.cli``.
 SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting and lets in-flight calls
-finish (SHUTDOWN_TIMEOUT), the manager stops, the checkpoint is flushed, the socket removed.
+finish (SHUTDOWN_TIMEOUT), the tasks stop, the checkpoint is flushed, the socket removed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
 import os
 import signal
+import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -30,7 +40,7 @@ from ipamd.cloud.factory import make_provider
 from ipamd.cloud.limiter import CloudCaller, RetryPolicy, TokenBucket
 from ipamd.config import Settings, check_datapath
 from ipamd.datapath.base import Datapath, NoDatapath
-from ipamd.errors import CloudCniError, CloudError, ConfigError
+from ipamd.errors import CheckpointError, CloudCniError, ConfigError
 from ipamd.k8s import integration as k8s
 from ipamd.manager import PoolManager
 from ipamd.metrics import LoopReader, Metrics
@@ -39,8 +49,6 @@ from ipamd.rpc.server import RpcServer
 from ipamd.service import IpamService
 
 log = structlog.get_logger("ipamd")
-
-_MANAGER_MAX_RESTARTS = 5
 
 
 def make_datapath(settings: Settings) -> Datapath:
@@ -59,37 +67,186 @@ def make_datapath(settings: Settings) -> Datapath:
     )
 
 
-async def supervise(name: str, run: Callable[[], Any], stop: asyncio.Event, metrics: Metrics | None) -> None:
-    """Run a loop; log and restart it when it crashes; stop the daemon if it keeps crashing."""
-    restarts = 0
+MAX_RESTARTS = 5  # crashes in a row a task may have; one more stops the daemon
+STABLE_AFTER = 300.0  # seconds: a task that ran this long before it crashed starts counting afresh
+_BACKOFF_MAX = 30.0
+
+
+class TaskGaveUp(CloudCniError):
+    """A supervised task kept crashing: the daemon stopped on purpose (exit 1, the pod restarts)."""
+
+    def __init__(self, task: str, crashes: int) -> None:
+        super().__init__(f"task {task} crashed {crashes} times in a row; the daemon stopped")
+        self.task = task
+        self.crashes = crashes
+
+
+async def supervise(
+    name: str,
+    run: Callable[[], Awaitable[object]],
+    stop: asyncio.Event,
+    metrics: Metrics | None,
+    *,
+    max_restarts: int = MAX_RESTARTS,
+    stable_after: float = STABLE_AFTER,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] | None = None,
+) -> None:
+    """Run one long-lived task of the daemon; log and restart it when it crashes.
+
+    Each task has its own count of crashes in a row (``cloudcni_task_restarts_total{task}`` counts
+    the restarts); a run that lasted ``stable_after`` seconds before crashing resets it, so a task
+    that fails once a day is not stopped for it. Restarts back off 2, 4, 8 ... 30 seconds. Crash
+    number ``max_restarts + 1`` sets ``stop`` and raises ``TaskGaveUp``: a daemon whose pool loop
+    cannot run is better restarted by the kubelet than left serving a pool that never grows.
+    Returns when the task returns or ``stop`` is set; cancellation passes through.
+    """
+    restarts = metrics.task_restarts.labels(name) if metrics is not None else None
+    crashes = 0
     while not stop.is_set():
+        started = clock()
         try:
             await run()
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
-            restarts += 1
-            log.exception("task_crashed", task=name, restarts=restarts)
-            if metrics:
-                metrics.manager_restarts.inc()
-            if restarts > _MANAGER_MAX_RESTARTS:
-                log.error("task_gave_up_stopping_daemon", task=name)
+        except Exception as exc:
+            if clock() - started >= stable_after:
+                crashes = 0
+            crashes += 1
+            if crashes > max_restarts:
+                log.error("task_gave_up_stopping_daemon", task=name, crashes=crashes, error=str(exc))
                 stop.set()
-                return
-            await asyncio.sleep(min(2.0**restarts, 30.0))
+                raise TaskGaveUp(name, crashes) from exc
+            delay = min(2.0**crashes, _BACKOFF_MAX)
+            log.exception("task_crashed", task=name, crashes=crashes, restart_in=delay)
+            if restarts is not None:
+                restarts.inc()
+        if sleep is not None:
+            await sleep(delay)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
 
 
 _SPOOL_INTERVAL = 5.0
 
 
-async def drain_forever(service: IpamService, socket_path: str, stop: asyncio.Event) -> None:
+async def drain_forever(
+    service: IpamService, socket_path: str, stop: asyncio.Event, metrics: Metrics | None = None
+) -> None:
     """A DEL the shim queued while the daemon was starting is applied within a few seconds."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), _SPOOL_INTERVAL)
         if not stop.is_set():
-            await spool.drain(service, socket_path)
+            await spool.drain(service, socket_path, metrics=metrics)
+
+
+class StartFailed(CloudCniError):
+    """Start-up could not complete for a reason other than the configuration (exit 1)."""
+
+
+# A path the daemon cannot use for these reasons is a configuration problem: another value fixes it.
+_PATH_ERRNOS = frozenset(
+    {
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EEXIST,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+    }
+)
+
+
+def _path_failure(variable: str, value: str, problem: str, exc: OSError) -> CloudCniError:
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in _PATH_ERRNOS:
+        return ConfigError(
+            variable, value, f"{problem} ({reason}); allowed: a path on a writable file system"
+        )
+    return StartFailed(f"{variable}={value!r}: {problem} ({reason})")
+
+
+def prepare_directory(variable: str, value: str, directory: Path) -> None:
+    """Make sure the directory of a file the daemon owns (socket, checkpoint) is safe to use.
+
+    Missing: created with its missing parents, each mode 0700 whatever the umask. Existing: its
+    mode is left alone (it may be shared, as /tmp is) but it is checked: a directory, owned by root
+    or the daemon's user, and not writable by group or others unless the sticky bit is set. In
+    any other directory another user could remove the socket and listen in its place (the shim
+    would then send pod identities to them and wire what they answer) or swap the checkpoint.
+    """
+    missing: list[Path] = []
+    current = directory
+    while True:
+        try:
+            st = os.stat(current)
+        except FileNotFoundError:
+            missing.append(current)
+            if current.parent == current:
+                break
+            current = current.parent
+            continue
+        except OSError as exc:
+            raise _path_failure(variable, value, f"cannot inspect {current}", exc) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise ConfigError(
+                variable, value, f"{current} is not a directory; allowed: a path under a directory"
+            )
+        break
+    if not missing:
+        _check_directory(variable, value, directory, st)
+        return
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            if path == directory:  # made by someone else meanwhile: an existing directory
+                _check_directory(variable, value, directory, os.stat(directory))
+                return
+            continue
+        except OSError as exc:
+            raise _path_failure(variable, value, f"cannot create the directory {path}", exc) from None
+        os.chmod(path, 0o700)
+        log.info("directory_created", path=str(path), mode="0700", variable=variable)
+
+
+def _check_directory(variable: str, value: str, directory: Path, st: os.stat_result) -> None:
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(
+            variable, value, f"{directory} is not a directory; allowed: a path under a directory"
+        )
+    if st.st_uid not in (0, os.geteuid()):
+        raise ConfigError(
+            variable,
+            value,
+            f"{directory} is owned by uid {st.st_uid}; "
+            "allowed: a directory owned by root or the daemon's user",
+        )
+    writable_by_others = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if writable_by_others and not st.st_mode & stat.S_ISVTX:
+        raise ConfigError(
+            variable,
+            value,
+            f"{directory} (mode {stat.S_IMODE(st.st_mode):04o}) lets group or others replace its files; "
+            "allowed: a directory only its owner can write to, or one with the sticky bit (as /tmp)",
+        )
+
+
+def _listen(variable: str, bind: str, serve: Callable[[], Callable[[], None]]) -> Callable[[], None]:
+    """Start an HTTP server; a bind that fails (in use, not this host's address) is a bad setting."""
+    try:
+        return serve()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ConfigError(
+            variable, bind, f"cannot listen there ({reason}); allowed: a free host:port, or off"
+        ) from None
 
 
 class NodeMismatch(CloudCniError):
@@ -168,14 +325,45 @@ class Daemon:
             return False
 
     async def run(self) -> int:
-        s = self.settings
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
+        self._started = False
+        try:
+            async with contextlib.AsyncExitStack() as held:  # released in reverse, also on a failed start
+                gave_up = await self._run(loop, held)
+        except OSError as exc:
+            if self._started:
+                raise
+            # Not foreseen at its call site; still the environment, not a bug: one line, exit 1.
+            raise StartFailed(str(exc)) from exc
+        log.info("daemon_stopped")
+        if gave_up is not None:
+            raise gave_up
+        kube = self.kube
+        if kube is not None and kube.fatal:
+            raise NodeMismatch(kube.fatal)
+        return 0
+
+    async def _run(
+        self, loop: asyncio.AbstractEventLoop, held: contextlib.AsyncExitStack
+    ) -> TaskGaveUp | None:
+        """Start, serve until stopped, stop; what is taken is pushed on ``held``."""
+        s = self.settings
+        gave_up: TaskGaveUp | None = None
         datapath = make_datapath(s)
+        held.callback(datapath.close)
         kube, reporter = self._kubernetes()
         self.kube = kube
-        provider = self.provider if self.provider is not None else await asyncio.to_thread(make_provider, s)
+        # Before the cloud or any state is touched: one daemon per checkpoint and per socket.
+        path = Path(s.checkpoint_path)
+        self._lock = hold_lock(path)
+        held.callback(os.close, self._lock)
+        rpc = RpcServer(None, s.ipamd_socket, self.metrics)
+        prepare_directory("IPAMD_SOCKET", s.ipamd_socket, rpc.path.parent)
+        rpc.claim()  # refuse if another daemon serves this socket
+        held.push_async_callback(rpc.close)
+        provider = self.provider if self.provider is not None else await self._make_provider()
         if kube is not None:
             kube.instance_ref = getattr(provider, "instance_ref", None)
         throttle = ev.ThrottleWatch(
@@ -197,17 +385,13 @@ class Daemon:
         )
 
         store = Datastore(cooldown=s.ip_cooldown_period)
-        path = Path(s.checkpoint_path)
-        self._lock = hold_lock(path)
-        rpc = RpcServer(None, s.ipamd_socket, self.metrics)
-        rpc.claim()  # before any state is touched: refuse if another daemon serves this socket
         loaded = checkpoint.load(path, now=self.clock())
         for problem in loaded.problems:
             log.error("checkpoint_problem", path=str(path), problem=problem)
         try:  # interfaces this node created and lost in a crash between create and attach
             await leaks.sweep_once(provider, caller, min_age=0, own_only=True, metrics=self.metrics)
-        except CloudError as exc:
-            log.warning("startup_leak_sweep_failed", error=str(exc))
+        except Exception as exc:  # best effort: the periodic sweep tries again
+            log.warning("startup_leak_sweep_failed", error=str(exc), kind=type(exc).__name__)
         views = await asyncio.to_thread(caller.call, "list_interfaces", provider.list_interfaces)
         sync = store.sync_interfaces(views, now=self.clock())
         report = store.restore(loaded.snapshot, now=self.clock())
@@ -248,6 +432,7 @@ class Daemon:
             initial_generation=loaded.generation,
             observer=self.metrics,
         )
+        held.push_async_exit(_closing(committer))
         await committer.commit()
 
         manager = PoolManager(
@@ -272,6 +457,7 @@ class Daemon:
             metrics=self.metrics,
             clock=self.clock,
             add_wait_timeout=s.add_wait_timeout,
+            cooldown_override_wait=s.cooldown_override_wait,
             reporter=reporter,
         )
         self.service = service
@@ -291,81 +477,123 @@ class Daemon:
         self.metrics.watch_pool(
             lambda: reader.read(lambda: store.stats(now=self.clock())), lambda: manager.max_ips
         )
-        drained = await spool.drain(service, s.ipamd_socket)  # before any ADD is served
+        # before any ADD is served; an entry that fails is set aside, never a reason not to start
+        drained = await spool.drain(service, s.ipamd_socket, metrics=self.metrics)
         if drained:
             log.info("spooled_dels_drained", count=drained)
-        stops: list[Callable[[], None]] = []
-        rpc.serve(service)
-        try:
-            await rpc.start()
-            if s.metrics_bind:
-                stops.append(self.metrics.serve(s.metrics_bind))
-            if s.introspection_bind:
-                from ipamd import introspection
+        # The HTTP ports before the socket: a port in use stops the start before any pod is served.
+        if (metrics_bind := s.metrics_bind) is not None:
+            held.callback(_listen("METRICS_BIND", metrics_bind, lambda: self.metrics.serve(metrics_bind)))
+        if (introspection_bind := s.introspection_bind) is not None:
+            from ipamd import introspection
 
-                routes = introspection_routes(service, manager, s, reader, kube)
-                stops.append(introspection.serve(s.introspection_bind, routes, lambda: self.healthy(reader)))
-            self.serving = True
-            log.info("daemon_ready", socket=s.ipamd_socket)
-            if kube is not None:
-                kube.start()  # after serving: the API is never waited for
-            manager_task = asyncio.create_task(
+            routes = introspection_routes(service, manager, s, reader, kube)
+            healthy = functools.partial(self.healthy, reader)
+            serve = functools.partial(introspection.serve, introspection_bind, routes, healthy)
+            held.callback(_listen("INTROSPECTION_BIND", introspection_bind, serve))
+        rpc.serve(service)
+        await rpc.start()
+        self._started = True
+        self.serving = True
+        held.callback(setattr, self, "serving", False)
+        log.info("daemon_ready", socket=s.ipamd_socket)
+        if kube is not None:
+            kube.start()  # after serving: the API is never waited for
+        tasks = [
+            asyncio.create_task(
                 supervise("pool_manager", lambda: manager.run(self.stop_event), self.stop_event, self.metrics)
-            )
-            sweep_task = asyncio.create_task(
-                leaks.sweep_forever(
-                    provider,
-                    caller,
-                    interval=s.leaked_eni_cleanup_interval,
-                    stop=self.stop_event,
-                    metrics=self.metrics,
+            ),
+            asyncio.create_task(
+                supervise(
+                    "leak_sweep",
+                    lambda: leaks.sweep_forever(
+                        provider,
+                        caller,
+                        interval=s.leaked_eni_cleanup_interval,
+                        stop=self.stop_event,
+                        metrics=self.metrics,
+                    ),
+                    self.stop_event,
+                    self.metrics,
                 )
-            )
-            spool_task = asyncio.create_task(
+            ),
+            asyncio.create_task(
                 supervise(
                     "del_spool",
-                    lambda: drain_forever(service, s.ipamd_socket, self.stop_event),
+                    lambda: drain_forever(service, s.ipamd_socket, self.stop_event, self.metrics),
                     self.stop_event,
-                    None,
+                    self.metrics,
                 )
-            )
-            await self.stop_event.wait()
-            log.info("daemon_stopping", grace_seconds=s.shutdown_timeout)
-            self.serving = False
-            await rpc.stop(s.shutdown_timeout)
-            if kube is not None:
-                await kube.stop()
-            for task in (manager_task, spool_task, sweep_task):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        finally:
-            self.serving = False
-            for stop in stops:
-                with contextlib.suppress(Exception):
-                    stop()
+            ),
+        ]
+        await self.stop_event.wait()
+        log.info("daemon_stopping", grace_seconds=s.shutdown_timeout)
+        self.serving = False
+        await rpc.stop(s.shutdown_timeout)
+        if kube is not None:
+            await kube.stop()
+        for task in tasks:
+            task.cancel()
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, TaskGaveUp):
+                gave_up = gave_up or result
+        return gave_up
+
+    async def _make_provider(self) -> CloudProvider:
+        s = self.settings
+        try:
+            return await asyncio.to_thread(make_provider, s)
+        except OSError as exc:
+            if s.cloud_provider != "sim":
+                raise
+            # the sim cloud keeps its state in a file: one it cannot write is a bad SIM_STATE_PATH
+            state = s.effective_sim_state_path
+            raise _path_failure(
+                "SIM_STATE_PATH", state, "cannot write the sim cloud's state there", exc
+            ) from None
+
+
+def _closing(
+    committer: checkpoint.GroupCommitter,
+) -> Callable[[type[BaseException] | None, BaseException | None, TracebackType | None], Awaitable[bool]]:
+    """Flush the checkpoint on the way out. A failed flush is the error of a clean stop; on a failed
+    start it is logged and the start's own error is the one reported."""
+
+    async def close(
+        exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        try:
             await committer.close()
-            rpc.remove_socket()
-            datapath.close()
-        log.info("daemon_stopped")
-        if kube is not None and kube.fatal:
-            raise NodeMismatch(kube.fatal)
-        return 0
+        except CheckpointError as error:
+            if exc is None:
+                raise
+            log.error("checkpoint_flush_failed", error=str(error))
+        return False
+
+    return close
 
 
 def hold_lock(checkpoint_path: Path) -> int:
-    """Hold an exclusive lock next to the checkpoint for the daemon's life: one writer only."""
-    import fcntl
-    import os
+    """Hold an exclusive lock next to the checkpoint for the daemon's life: one writer only.
 
-    checkpoint_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(f"{checkpoint_path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    The lock file stays on disk (removing it would let two daemons lock two different files); the
+    lock goes with the descriptor, which the daemon closes when it stops or fails to start.
+    """
+    import fcntl
+
+    value = str(checkpoint_path)
+    prepare_directory("CHECKPOINT_PATH", value, checkpoint_path.parent)
+    lock_path = f"{checkpoint_path}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise _path_failure("CHECKPOINT_PATH", value, f"cannot open its lock file {lock_path}", exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         allowed = "a checkpoint no other running daemon holds (it is locked)"
-        raise ConfigError("CHECKPOINT_PATH", str(checkpoint_path), allowed) from None
+        raise ConfigError("CHECKPOINT_PATH", value, allowed) from None
     return fd
 
 

@@ -23,6 +23,12 @@ _RPC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _CLOUD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
+# Why an ADD was given an address still cooling (``ipamd.service``): the label values of
+# cloudcni_cooldown_overrides_total.
+OVERRIDE_CANNOT_GROW = "cannot_grow"
+OVERRIDE_WAIT_EXCEEDED = "wait_exceeded"
+COOLDOWN_OVERRIDE_REASONS = (OVERRIDE_CANNOT_GROW, OVERRIDE_WAIT_EXCEEDED)
+
 
 class LoopReader:
     """Run a function on the event loop's thread from another thread (an HTTP handler)."""
@@ -107,9 +113,14 @@ class Metrics:
         )
         self.cooldown_overrides = Counter(
             "cloudcni_cooldown_overrides",
-            "ADDs served from a cooling address because nothing else was free",
+            "ADDs served from a cooling address because nothing else was free, by reason: "
+            "cannot_grow (the pool cannot grow now) or wait_exceeded (it did not grow within "
+            "COOLDOWN_OVERRIDE_WAIT)",
+            ["reason"],
             registry=r,
         )
+        for reason in COOLDOWN_OVERRIDE_REASONS:
+            self.cooldown_overrides.labels(reason)  # exported at 0 before the first override
         self.cloud_calls = Counter(
             "cloudcni_cloud_calls",
             "Cloud API calls by operation and outcome",
@@ -184,9 +195,20 @@ class Metrics:
             ["why"],
             registry=r,
         )
-        self.manager_restarts = Counter(
-            "cloudcni_manager_restarts", "Pool manager loop crashes that were restarted", registry=r
+        self.task_restarts = Counter(
+            "cloudcni_task_restarts",
+            "Crashes of a long-lived daemon task (pool_manager, leak_sweep, del_spool) that were restarted",
+            ["task"],
+            registry=r,
         )
+        self.spooled_dels_set_aside = Counter(
+            "cloudcni_spooled_dels_set_aside",
+            "Queued DELs set aside instead of applied: invalid (*.bad) or failed (del-spool/failed/)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("invalid", "failed"):
+            self.spooled_dels_set_aside.labels(reason)
 
     def watch_pool(self, stats: Callable[[], PoolStats], max_ips: Callable[[], int]) -> None:
         self.registry.register(_PoolCollector(stats, max_ips))

@@ -121,20 +121,42 @@ class IpamServicer(pb_grpc.IpamBackendServicer):
         return await self._serve("status", context, run)
 
 
+# sockaddr_un.sun_path holds 108 bytes on Linux, the terminating NUL included.
+_SUN_PATH_MAX = 107
+
+
 def _claim_socket_path(path: Path) -> None:
-    """Create the parent dir (0700) and remove a stale socket; refuse if a daemon is serving there."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
-    if not path.exists() and not path.is_symlink():
+    """Remove a stale socket; refuse if a daemon is serving there or the path cannot be a socket.
+
+    The directory is the caller's (``ipamd.daemon.prepare_directory``): made 0700 when the daemon
+    creates it, checked and left alone when it exists.
+    """
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise ConfigError(
+            "IPAMD_SOCKET", str(path), f"a path of at most {_SUN_PATH_MAX} bytes (a Unix socket's limit)"
+        )
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
         return
-    if not stat.S_ISSOCK(path.lstat().st_mode):
+    except OSError as exc:
+        raise ConfigError(
+            "IPAMD_SOCKET", str(path), f"a path the daemon can inspect ({exc.strerror})"
+        ) from None
+    if not stat.S_ISSOCK(st.st_mode):
         raise ConfigError("IPAMD_SOCKET", str(path), "a path that is a socket or does not exist")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.settimeout(1.0)
         probe.connect(str(path))
     except OSError:
-        path.unlink()  # stale: nobody is listening
+        try:
+            path.unlink()  # stale: nobody is listening
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            allowed = f"a path where the stale socket can be removed ({exc.strerror})"
+            raise ConfigError("IPAMD_SOCKET", str(path), allowed) from None
         return
     finally:
         probe.close()
@@ -144,39 +166,55 @@ def _claim_socket_path(path: Path) -> None:
 
 
 class RpcServer:
-    """The socket's life: ``claim`` (refuse if another daemon serves it), ``serve``, ``start``, ``stop``."""
+    """The socket's life: ``claim`` (refuse if another daemon serves it), ``serve``, ``start``, ``stop``.
+
+    The gRPC server itself is made in ``start``: a daemon that fails before serving has no server
+    to shut down (an unstopped grpc.aio server left for the garbage collector schedules its
+    shutdown on a closed event loop). ``close`` undoes whatever was done, at any point.
+    """
 
     def __init__(self, service: IpamService | None, socket_path: str, metrics: Metrics | None = None) -> None:
         self.path = Path(socket_path)
         self.metrics = metrics
-        self.server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 << 20)]
-        )
-        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service = service
+        self.server: grpc.aio.Server | None = None
+        self.health: Any = None
         self.claimed = False
-        if service is not None:
-            self.serve(service)
+        self.bound = False  # the socket file is ours to remove only once we made it
 
     def claim(self) -> None:
         _claim_socket_path(self.path)
         self.claimed = True
 
     def serve(self, service: IpamService) -> None:
-        pb_grpc.add_IpamBackendServicer_to_server(IpamServicer(service, self.metrics), self.server)
+        self.service = service
 
     def remove_socket(self) -> None:
-        if self.claimed:
+        if self.bound:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
     async def start(self) -> None:
         if not self.claimed:
             self.claim()
+        server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 << 20)]
+        )
+        self.server = server
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if self.service is not None:
+            pb_grpc.add_IpamBackendServicer_to_server(IpamServicer(self.service, self.metrics), server)
         old = os.umask(0o177)  # the socket is born 0600: no window where others can connect
         try:
-            self.server.add_insecure_port(f"unix:{self.path}")
-            await self.server.start()
+            try:
+                server.add_insecure_port(f"unix:{self.path}")
+                self.bound = True
+            except RuntimeError:  # grpc says only "Failed to bind"; its own log line has the cause
+                raise ConfigError(
+                    "IPAMD_SOCKET", str(self.path), "a path a Unix socket can be bound at"
+                ) from None
+            await server.start()
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
@@ -186,6 +224,15 @@ class RpcServer:
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let in-flight calls finish (up to ``grace``), remove the socket."""
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        if self.server is not None:
+            await self.health.enter_graceful_shutdown()
+            await self.server.stop(grace)
+            self.server = None
+        self.remove_socket()
+
+    async def close(self) -> None:
+        """Release everything at once (a failed start): no grace, the socket file removed."""
+        if self.server is not None:
+            await self.server.stop(None)
+            self.server = None
         self.remove_socket()

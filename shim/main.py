@@ -98,7 +98,7 @@ def cmd_del(inv: cni.Invocation, log: _Log) -> str:
     path = spool.enqueue(
         inv.ipamd_socket, f"{inv.network_name}.{inv.container_id}.{inv.ifname}", spool_entry(inv)
     )
-    log.fields.update(spooled=path, reason=reason)
+    log.fields.update(spooled=path or "no daemon directory: nothing to queue", reason=reason)
     return ""
 
 

@@ -29,14 +29,19 @@ def _fsync_dir(path: str) -> None:
         posix.close(fd)
 
 
-def enqueue(socket_path: str, name: str, body: bytes) -> str:
+def enqueue(socket_path: str, name: str, body: bytes) -> str | None:
     """Write ``body`` durably as ``<spool>/<name>.json``; returns the path. ``name`` is made of
-    validated CNI identifiers (container ID, ifname, network name), so it is a safe file name."""
+    validated CNI identifiers (container ID, ifname, network name), so it is a safe file name.
+
+    None when the socket's directory does not exist: no daemon ever ran there, so no daemon holds
+    state a DEL could release, and the DEL succeeds with nothing to queue."""
     directory = spool_dir(socket_path)
     try:
         posix.mkdir(directory, 0o700)
     except FileExistsError:
         pass
+    except FileNotFoundError:
+        return None
     final = f"{directory}/{name}.json"
     tmp = f"{directory}/.{name}.{posix.getpid()}.tmp"
     fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o600)

@@ -232,6 +232,14 @@ def test_daemon_down(tmp_path: Path, command: str, code: int) -> None:
     assert_cni_error(shim(command, conf), code)
 
 
+def test_del_succeeds_when_the_sockets_directory_does_not_exist(tmp_path: Path) -> None:
+    """No daemon ever ran there, so no state to release: nothing is queued and DEL succeeds (the
+    kill soak found DEL answering 999 here)."""
+    done = shim("DEL", netconf(str(tmp_path / "never" / "ipamd.sock"), "1.0.0"))
+    assert (done.code, done.stdout) == (0, "")
+    assert not (tmp_path / "never").exists()
+
+
 def test_del_with_daemon_down_is_queued_and_drained_on_restart(daemon: DaemonProcess) -> None:
     daemon.start()
     conf = netconf(daemon.socket)

@@ -78,3 +78,13 @@ def test_the_client_builds_each_request_from_the_shipped_model(operation: str) -
     client = make_ec2_client("us-east-1", endpoint_url="http://127.0.0.1:9")
     assert operation in client.meta.service_model.operation_names
     assert len(client.meta.service_model.operation_names) == len(service_model.OPERATIONS)
+
+
+def test_the_shipped_endpoints_keep_every_partition_and_region_with_ec2_only() -> None:
+    full = service_model.installed_endpoints()
+    ours = json.loads((service_model.DATA_DIR / "endpoints.json").read_text())
+    assert [p["partition"] for p in ours["partitions"]] == [p["partition"] for p in full["partitions"]]
+    for mine, theirs in zip(ours["partitions"], full["partitions"], strict=True):
+        assert mine["regions"] == theirs["regions"]
+        assert set(mine["services"]) == {"ec2"} & set(theirs["services"])
+        assert mine["services"].get("ec2") == theirs["services"].get("ec2")

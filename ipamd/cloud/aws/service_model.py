@@ -3,9 +3,10 @@
 botocore parses a service's whole model when a client is made; EC2's has ~700 operations and costs
 the daemon ~32 MB of memory for the ten it calls (measured: ``bench/bench_aws.py --only rss``). The
 package ships the same model trimmed to those operations and the shapes they reach, documentation
-removed, under ``data/ec2/<api version>/service-2.json``; ``make_ec2_client`` puts that directory
-first on botocore's data path, so everything else (endpoint rules, paginators, the retry config)
-still comes from the installed botocore.
+removed, under ``data/ec2/<api version>/service-2.json``, and botocore's endpoints data (every
+partition and region, ~8 MB once parsed) with only EC2's entries as ``data/endpoints.json``;
+``make_ec2_client`` puts that directory first on botocore's data path, so everything else (endpoint
+rules, paginators, the retry config) still comes from the installed botocore.
 
 Regenerate after a botocore upgrade, or when the provider calls a new operation::
 
@@ -83,6 +84,27 @@ def trim(model: dict[str, Any], operations: Iterable[str] = OPERATIONS) -> dict[
     }
 
 
+def trim_endpoints(endpoints: dict[str, Any], services: Iterable[str] = (SERVICE,)) -> dict[str, Any]:
+    """botocore's endpoints data (every partition and region) with only ``services``' entries.
+
+    botocore reads all of it for every client (~8 MB of memory) to resolve the service's partition.
+    """
+    keep = set(services)
+    partitions = []
+    for partition in endpoints["partitions"]:
+        trimmed = {k: v for k, v in partition.items() if k != "services"}
+        trimmed["services"] = {k: v for k, v in partition.get("services", {}).items() if k in keep}
+        partitions.append(trimmed)
+    return {**{k: v for k, v in endpoints.items() if k != "partitions"}, "partitions": partitions}
+
+
+def installed_endpoints() -> dict[str, Any]:
+    from botocore.loaders import Loader
+
+    loaded: dict[str, Any] = Loader().load_data("endpoints")
+    return loaded
+
+
 def installed_model() -> dict[str, Any]:
     """The full EC2 model of the installed botocore (its own data path only)."""
     from botocore.loaders import Loader
@@ -101,6 +123,9 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(trim(model), indent=1, sort_keys=True) + "\n")
     print(f"{path}: {len(OPERATIONS)} operations")
+    endpoints = DATA_DIR / "endpoints.json"
+    endpoints.write_text(json.dumps(trim_endpoints(installed_endpoints()), indent=1, sort_keys=True) + "\n")
+    print(f"{endpoints}: {SERVICE} in every partition")
 
 
 if __name__ == "__main__":

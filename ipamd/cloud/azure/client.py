@@ -287,8 +287,8 @@ class Arm:
             self._path(resource_group, "Microsoft.Compute", "virtualMachines", name), COMPUTE_API
         )
 
-    def get_vmss_vm(self, resource_group: str, scale_set: str, instance_id: str) -> dict[str, Any]:
-        url = self._path(
+    def _vmss_vm(self, resource_group: str, scale_set: str, instance_id: str) -> str:
+        return self._path(
             resource_group,
             "Microsoft.Compute",
             "virtualMachineScaleSets",
@@ -296,19 +296,14 @@ class Arm:
             "virtualMachines",
             instance_id,
         )
-        return self._get(url, COMPUTE_API)
+
+    def get_vmss_vm(self, resource_group: str, scale_set: str, instance_id: str) -> dict[str, Any]:
+        return self._get(self._vmss_vm(resource_group, scale_set, instance_id), COMPUTE_API)
 
     def put_vmss_vm(
         self, resource_group: str, scale_set: str, instance_id: str, vm: dict[str, Any], etag: str
     ) -> dict[str, Any]:
-        url = self._path(
-            resource_group,
-            "Microsoft.Compute",
-            "virtualMachineScaleSets",
-            scale_set,
-            "virtualMachines",
-            instance_id,
-        )
+        url = self._vmss_vm(resource_group, scale_set, instance_id)
         return self._put(url, COMPUTE_API, vm, {"If-Match": etag})
 
     def list_vmss_nics(self, resource_group: str, scale_set: str, instance_id: str) -> list[dict[str, Any]]:

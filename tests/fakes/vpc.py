@@ -172,7 +172,14 @@ class _NetnsHTTPHandler(urllib.request.HTTPHandler):
 def netns_urlopen(ns: str, url: str, timeout: float = 5.0) -> http.client.HTTPResponse:
     """``urllib.request.urlopen`` from inside ``ns`` (e.g. the daemon's introspection on 127.0.0.1)."""
     opener = urllib.request.OpenerDirector()
-    for handler in (_NetnsHTTPHandler(ns), urllib.request.HTTPErrorProcessor()):
+    # HTTPDefaultErrorHandler: a 503 (the daemon's /healthz while it starts) raises HTTPError, an
+    # OSError that callers retry on, instead of a KeyError from an opener without error handlers.
+    handlers = (
+        _NetnsHTTPHandler(ns),
+        urllib.request.HTTPErrorProcessor(),
+        urllib.request.HTTPDefaultErrorHandler(),
+    )
+    for handler in handlers:
         opener.add_handler(handler)
     response: http.client.HTTPResponse = opener.open(url, timeout=timeout)
     return response

@@ -106,7 +106,6 @@ class KubeIntegration:
         self.released = 0
         self._reflectors: list[Reflector] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._node_seen = False
         self._taint_wake = asyncio.Event()
         self._placement: Any = None
@@ -150,7 +149,7 @@ class KubeIntegration:
     # --- life cycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self._started_at = self.clock()
 
         def on_loop(fn: Callable[..., None]) -> Callable[..., None]:

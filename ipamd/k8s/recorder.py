@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,7 +79,6 @@ class RecorderStats:
     dropped_budget: int = 0
     dropped_failed: int = 0
     aggregated: int = 0
-    by_reason: dict[str, int] = field(default_factory=dict)
 
     def public(self, queued: int) -> dict[str, Any]:
         return {
@@ -249,7 +248,6 @@ class EventRecorder:
             else:
                 self._drop("failed", event, str(exc))
             return None
-        self.stats.by_reason[event.reason] = self.stats.by_reason.get(event.reason, 0) + 1
         return _Series(name, namespace, 1, now, now, 1, now)
 
     def _write(self, method: str, path: str, body: Any, content_type: str | None, verb: str) -> None:

@@ -39,10 +39,8 @@ READ_IDLE_TIMEOUT = 150.0  # no byte for this long (bookmarks come about every m
 class ReflectorState:
     synced: bool = False
     resource_version: str | None = None
-    lists: int = 0
     relists: int = 0
     restarts: int = 0
-    watches: int = 0
     last_error: str | None = None
 
     def public(self) -> dict[str, Any]:
@@ -154,7 +152,6 @@ class Reflector:
         if not isinstance(items, list) or version is None:
             raise ApiError(200, "BadBody", f"list {self.path}: no items or no metadata.resourceVersion")
         self._replace([i for i in items if isinstance(i, dict)])
-        self.state.lists += 1
         self.state.resource_version = version
         self._set_synced(True)
         log.info("reflector_listed", reflector=self.name, items=len(items), resource_version=version)
@@ -170,7 +167,6 @@ class Reflector:
             "timeoutSeconds": str(timeout),
         }
         events = self.api.watch(self.path, query, timeout=self._read_idle_timeout)
-        self.state.watches += 1
         self._set_synced(True)  # the stream replays whatever happened since ``version``
         for event in events:
             if self._stop.is_set():

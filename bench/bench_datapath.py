@@ -53,11 +53,15 @@ async def main():
     await dp.sync_interfaces([v0, v1])
     n = len(pods)
     out = {"wire": [], "teardown": [], "wire_c": [], "teardown_c": [], "veth_delete": []}
+    cpu = time.process_time()
     for i in range(n):  # one at a time
         out["wire"].append(await timed(dp.add_pod(assignment(i))))
+    out["wire_cpu"] = [(time.process_time() - cpu) * 1000 / n]
+    cpu = time.process_time()
     for i in range(n):
         out["teardown"].append(await timed(dp.del_pod(assignment(i))))
         out["veth_delete"].append(await timed(dp.settle()))
+    out["teardown_cpu"] = [(time.process_time() - cpu) * 1000 / n]
     sem = asyncio.Semaphore(concurrency)
     async def bounded(coro):
         async with sem:
@@ -135,7 +139,9 @@ def main() -> int:
             merged.setdefault(key, []).extend(values)
         print(
             f"  round {r + 1}: wire p50 {statistics.median(result['wire']):.1f} ms, "
-            f"teardown p50 {statistics.median(result['teardown']):.1f} ms"
+            f"teardown p50 {statistics.median(result['teardown']):.1f} ms; CPU per pod (the daemon "
+            f"process, user + system): wire {result['wire_cpu'][0]:.2f} ms, teardown with veth deletion "
+            f"{result['teardown_cpu'][0]:.2f} ms"
         )
     target = 15.0
     print()
@@ -160,6 +166,10 @@ def main() -> int:
         p50, p99 = statistics.median(values), pct(values, 99)
         ratio = f"{p50 / target:.2f} | {p99 / target:.2f}" if key != "veth_delete" else "- | -"
         print(f"| {label} | {p50:.1f} | {p99:.1f} | {ratio} |")
+    print(
+        f"\nCPU per pod, median of rounds: wire {statistics.median(merged['wire_cpu']):.2f} ms, "
+        f"teardown with veth deletion {statistics.median(merged['teardown_cpu']):.2f} ms"
+    )
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -29,10 +30,18 @@ REAL_PYTHON = os.path.realpath(sys.executable)
 PIP_SHIM = Path(sys.executable).parent / "cloud-cni-shim"
 
 
-def timed(argv: list[str], env: dict[str, str], stdin: bytes) -> tuple[float, bytes, int]:
+CPU: dict[str, list[float]] = {}  # case -> the child's user + system CPU per call, ms
+
+
+def timed(argv: list[str], env: dict[str, str], stdin: bytes, case: str = "") -> tuple[float, bytes, int]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, input=stdin, env=env, capture_output=True, check=False)
-    return (time.perf_counter() - start) * 1000, done.stdout, done.returncode
+    elapsed = (time.perf_counter() - start) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+    CPU.setdefault(case, []).append(cpu)
+    return elapsed, done.stdout, done.returncode
 
 
 def deploy_shim(workdir: Path) -> Path | None:
@@ -70,7 +79,9 @@ def main() -> int:
         runs: list[tuple[str, Callable[[int], None]]] = []
 
         def floor(_: int) -> None:
-            ms, _out, _code = timed([REAL_PYTHON, "-I", "-S", "-c", "pass"], base_env, b"")
+            ms, _out, _code = timed(
+                [REAL_PYTHON, "-I", "-S", "-c", "pass"], base_env, b"", "floor: python -I -S -c pass"
+            )
             samples["floor: python -I -S -c pass"].append(ms)
 
         runs.append(("floor", floor))
@@ -80,11 +91,13 @@ def main() -> int:
                 cid = f"bench{abs(hash(name)) % 1000:03d}{i:06d}"
                 env = {**base_env, "CNI_CONTAINERID": cid, "CNI_NETNS": f"/var/run/netns/{cid}",
                        "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={cid}"}  # fmt: skip
-                ms, out, code = timed([str(path)], {**env, "CNI_COMMAND": "ADD"}, conf)
+                ms, out, code = timed([str(path)], {**env, "CNI_COMMAND": "ADD"}, conf, f"{name} ADD")
                 if code != 0:
                     raise SystemExit(f"{name} ADD failed: {out.decode()}")
                 samples[f"{name} ADD"].append(ms)
-                ms, out, code = timed([str(path)], {**env, "CNI_COMMAND": "DEL", "CNI_NETNS": ""}, conf)
+                ms, out, code = timed(
+                    [str(path)], {**env, "CNI_COMMAND": "DEL", "CNI_NETNS": ""}, conf, f"{name} DEL"
+                )
                 if code != 0:
                     raise SystemExit(f"{name} DEL failed: {out.decode()}")
                 samples[f"{name} DEL"].append(ms)
@@ -93,7 +106,7 @@ def main() -> int:
         for i in range(20):  # warm the page cache and the daemon
             for _, run in runs:
                 run(i)
-        for values in samples.values():
+        for values in (*samples.values(), *CPU.values()):
             values.clear()
         for i in range(args.rounds):
             for _, run in runs:
@@ -102,7 +115,10 @@ def main() -> int:
         print(f"rounds: {args.rounds}, interleaved; real interpreter {REAL_PYTHON}")
         for name, values in samples.items():
             p50, p99 = median(values), percentile(values, 0.99)
-            print(f"  {name:<40} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  ratio to floor {p50 / floor_p50:4.2f}")
+            print(
+                f"  {name:<40} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  ratio to floor {p50 / floor_p50:4.2f}"
+                f"  CPU p50 {median(CPU[name]):5.2f} ms"
+            )
         for name in plugins:
             add = samples[f"{name} ADD"]
             p50, p99 = median(add), percentile(add, 0.99)

@@ -8,14 +8,21 @@ and precompiled bytecode. Everything in it needs only glibc; nothing comes from 
 Layout, under ``runtime_dir`` (the node's ``host_runtime_dir``)::
 
     <version>-<hash>/                    one immutable tree per content, e.g. 3.11.7-4f0c2a9d81b3
-        bin/python3.X                    the interpreter
+        bin/python3.X                    the interpreter (its RUNPATH may be rewritten: below)
         lib/libpython3.X.so.1.0          when the interpreter links it
         lib/python3.X/{os.py,encodings/...,lib-dynload/...}   (``sys.platlibdir`` for ``lib``)
         lib/site/shim/...                the plugin, with __pycache__
         cloud-cni.py                     the entry: sys.path, then shim.main.main()
     <cni_bin_dir>/cloud-cni              what the runtime execs: a shebang script or a /bin/sh wrapper
 
-Upgrades are atomic: a tree is built under ``.new-<pid>``, checked by running the interpreter in it,
+The plugin is a shebang script, exec'd by the kernel, when the copied interpreter finds its libpython
+beside itself: it links none, its RUNPATH already is ``$ORIGIN/../lib`` (the official python images),
+or its RUNPATH string is long enough to be rewritten to that in the copy, in place (a Python built
+into its own prefix, such as pyenv's ``<prefix>/lib``). Otherwise it is a ``/bin/sh`` wrapper that sets
+``LD_LIBRARY_PATH``: a shell more per CNI call (``_plugin_kind``).
+
+Upgrades are atomic: a tree is built under ``.new-<pid>``, checked by running the interpreter in it
+as the plugin file will (the same ``#!`` line or wrapper, an empty environment),
 fsynced, and renamed into place; a tree is never modified once it has its name. The switch is the
 rename of ``cloud-cni`` over the old plugin file, so an exec sees the old plugin and its tree or the new
 one and its tree. The previous tree is kept (a plugin exec'd just before the switch may still be
@@ -42,7 +49,7 @@ from ipamd import durable, elf
 from ipamd.errors import InstallError
 
 PLUGIN = "cloud-cni"
-FORMAT = "cloud-cni-runtime/1"  # part of every tree's hash: a layout change makes new trees
+FORMAT = "cloud-cni-runtime/2"  # part of every tree's hash: a layout change makes new trees
 TAG = re.compile(r"^[0-9][0-9a-z.]*-[0-9a-f]{12}$")
 # What a glibc node always has. Anything else (libz, libssl, libffi...) a node may lack.
 GLIBC = re.compile(
@@ -53,12 +60,16 @@ SHEBANG_MAX = 127  # bytes the kernel reads of a "#!" line before Linux 5.1 (256
 # Python flags for every exec: isolated (no environment, no user site, no script dir on sys.path),
 # no site, and UTF-8 mode, so that the node's locale never asks for a codec the tree does not ship.
 FLAGS = ("-I", "-S", "-X", "utf8")
+# Where a copied interpreter finds lib/libpython3.X.so.1.0: the tree's lib/, relative to its bin/.
+ORIGIN_LIB = "$ORIGIN/../lib"
+_SHEBANG_FLAGS = "-ISXutf8"  # Linux passes one "#!" argument: FLAGS, combined
 
 # Run by the interpreter being copied (and then by the copy): import the shim, then report what got
 # loaded from files, where the interpreter thinks its prefix is, and which libpython it mapped.
 # It imports nothing before the snapshot of sys.modules, and nothing but builtins after it.
 _PROBE = r"""
 import sys
+sys.dont_write_bytecode = True
 sys.path.insert(0, sys.argv[1])
 import shim.main
 loaded = []
@@ -97,6 +108,7 @@ class Installed:
     host_tree: PurePosixPath  # the same tree as the node sees it
     interpreter: Path
     wrapper: str  # "shebang" or "sh"
+    relocated: bool  # the copied interpreter's RUNPATH was rewritten to ORIGIN_LIB
     python: str  # e.g. 3.11.7
     size: int  # bytes in the tree
     files: int
@@ -114,6 +126,7 @@ class _Python:
     libpython: Path | None
     soname: str | None
     runs_from_origin: bool  # finds libpython in <its dir>/../lib without help
+    relocatable: bool  # its copy can be made to: RUNPATH rewritten in place to ORIGIN_LIB
 
 
 def _this_python() -> _Python:
@@ -121,7 +134,10 @@ def _this_python() -> _Python:
     data = exe.read_bytes()
     if not data.startswith(elf.MAGIC):
         raise InstallError(f"{exe} is not an ELF binary (a wrapper script?): run with the real interpreter")
-    dynamic = elf.dynamic(data)
+    try:
+        dynamic = elf.dynamic(data)
+    except elf.ElfError as exc:
+        raise InstallError(f"cannot read the interpreter {exe}: {exc}") from None
     soname = next((n for n in dynamic.needed if n.startswith("libpython")), None)
     v = sys.version_info
     full = f"{v.major}.{v.minor}.{v.micro}" + (
@@ -134,7 +150,8 @@ def _this_python() -> _Python:
         full_version=full,
         libpython=_find_libpython(soname) if soname else None,
         soname=soname,
-        runs_from_origin=soname is None or "$ORIGIN/../lib" in origin,
+        runs_from_origin=soname is None or ORIGIN_LIB in origin,
+        relocatable=soname is not None and elf.rewrite_search_path(data, ORIGIN_LIB.encode()) is not None,
     )
 
 
@@ -172,23 +189,25 @@ class _Report:
     libpython: tuple[str, ...]  # mapped libpython files
 
 
-def _probe(python: Path, site: Path, env: dict[str, str]) -> _Report:
-    done = subprocess.run(
-        [str(python), *FLAGS, "-B", "-c", _PROBE, str(site)],
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+def _probe(python: Path, site: Path) -> _Report:
+    """Run ``_PROBE`` in the interpreter being copied, with the loader environment this process has
+    (an image may point the loader at its libpython with ``LD_LIBRARY_PATH``)."""
+    env = {k: v for k, v in os.environ.items() if k == "LD_LIBRARY_PATH"}
+    return _run_probe([str(python), *FLAGS, "-B", "-c", _PROBE, str(site)], env, str(python))
+
+
+def _run_probe(argv: list[str], env: dict[str, str], who: str) -> _Report:
+    done = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
     if done.returncode != 0:
         raise InstallError(
-            f"{python} cannot import shim.main under -I -S:\n{done.stderr.decode(errors='replace')}"
+            f"{who} cannot import shim.main under -I -S (exit {done.returncode}):\n"
+            f"{done.stderr.decode(errors='replace')}"
         )
     lines = done.stdout.decode(errors="replace").splitlines()
     try:  # the last line: anything the shim prints when imported comes before it
         raw: Any = ast.literal_eval(lines[-1])
     except (IndexError, ValueError, SyntaxError):
-        raise InstallError(f"{python}: unexpected output from the import probe: {lines[-3:]}") from None
+        raise InstallError(f"{who}: unexpected output from the import probe: {lines[-3:]}") from None
     return _Report(
         loaded=tuple((str(name), str(origin)) for name, origin in raw["loaded"]),
         prefix=str(raw["prefix"]),
@@ -224,13 +243,23 @@ class _Tree:
         self.digests[rel] = hashlib.sha256(data).hexdigest()
         return path
 
-    def copy(self, rel: str, source: Path) -> Path:
+    def copy(self, rel: str, source: Path, runpath: str | None = None) -> Path:
+        """Copy ``source`` to ``rel``; an ELF file cut to its loadable image, with its library search
+        path rewritten to ``runpath`` when given (the source is only read)."""
         data = source.read_bytes()
-        if data.startswith(elf.MAGIC):  # the interpreter, libpython, extension modules
+        if not data.startswith(elf.MAGIC):
+            return self.put(rel, data)
+        try:  # the interpreter, libpython, extension modules
             image = elf.loadable_image(data)
-            del data  # one library in memory at a time: the init container's limit is small
-            return self.put(rel, image, 0o755)
-        return self.put(rel, data)
+        except elf.ElfError as exc:
+            raise InstallError(f"cannot read {source}: {exc}") from None
+        del data  # one library in memory at a time: the init container's limit is small
+        if runpath is not None:
+            patched = elf.rewrite_search_path(image, runpath.encode())
+            if patched is None:
+                raise InstallError(f"cannot rewrite the library search path of {source} to {runpath}")
+            image = patched
+        return self.put(rel, image, 0o755)
 
     def name(self, version: str, *salt: str) -> str:
         h = hashlib.sha256(
@@ -247,19 +276,20 @@ def _shim_source(shim_dir: Path | None) -> Path:
     return Path(shim.__path__[0])
 
 
-def _build(tree: _Tree, python: _Python, shim_dir: Path) -> _Report:
-    """Copy the shim, then the interpreter and the stdlib files the shim loads, into ``tree``."""
+def _build(tree: _Tree, python: _Python, shim_dir: Path, relocate: bool) -> _Report:
+    """Copy the shim, then the interpreter and the stdlib files the shim loads, into ``tree``; with
+    ``relocate``, the interpreter's RUNPATH becomes ``ORIGIN_LIB`` in the copy."""
     for source in sorted(shim_dir.rglob("*.py")):
         relative = source.relative_to(shim_dir)
         if "__pycache__" not in relative.parts:
             tree.put(f"lib/site/shim/{relative}", source.read_bytes())
     site = str(tree.root / "lib/site")
-    found = _probe(python.executable, tree.root / "lib/site", {})
+    found = _probe(python.executable, tree.root / "lib/site")
     stdlib, dynload = found.stdlib, found.dynload
     if len(dynload) != 1:
         raise InstallError(f"expected one lib-dynload directory on sys.path, found {list(dynload)}")
     libdir = f"{sys.platlibdir}/python{python.version}"
-    tree.copy(f"bin/python{python.version}", python.executable)
+    tree.copy(f"bin/python{python.version}", python.executable, ORIGIN_LIB if relocate else None)
     if python.libpython is not None:
         tree.copy(f"lib/{python.soname}", python.libpython)
     tree.copy(f"{libdir}/os.py", Path(stdlib, "os.py"))  # getpath's landmark for the prefix
@@ -286,7 +316,11 @@ def _check_libraries(tree: _Tree, python: _Python) -> str:
         data = (tree.root / rel).read_bytes()
         if not data.startswith(elf.MAGIC):
             continue
-        for lib in elf.dynamic(data).needed:
+        try:
+            needed = elf.dynamic(data).needed
+        except elf.ElfError as exc:
+            raise InstallError(f"cannot read {rel}: {exc}") from None
+        for lib in needed:
             if not GLIBC.match(lib) and lib != python.soname:
                 foreign.setdefault(lib, []).append(rel)
         floor = elf.glibc_floor(data)
@@ -323,14 +357,40 @@ def _cache_path(source: str) -> str:
     return importlib.util.cache_from_source(source)
 
 
-def _run_env(tree: Path, python: _Python) -> dict[str, str]:
-    return {} if python.runs_from_origin else {"LD_LIBRARY_PATH": str(tree / "lib")}
+def _probe_as_plugin(tree: Path, version: str, kind: str) -> _Report:
+    """Run ``_PROBE`` in ``tree`` the way the runtime runs the plugin: a file with the plugin's own
+    ``#!`` line (or its /bin/sh wrapper, pointed at the probe instead of cloud-cni.py) exec'd with an
+    empty environment. The loader must find libpython on its own: a bad RUNPATH fails here."""
+    python = str(tree / f"bin/python{version}")
+    check = tree.parent / f".check-{os.getpid()}"
+    shutil.rmtree(check, ignore_errors=True)
+    check.mkdir()
+    try:
+        launcher = check / "probe"
+        argv, env = [str(launcher)], {}
+        if kind == "shebang":
+            line = _shebang_line(PurePosixPath(tree), version)
+            launcher.write_text(f"{line}\n{_PROBE}")
+            if len(line) > SHEBANG_MAX or not SAFE_PATH.match(str(tree)):
+                # tree is this container's path, not the node's: run what the kernel would run
+                argv = [python, _SHEBANG_FLAGS, str(launcher)]
+        else:
+            script = check / "probe.py"
+            script.write_text(_PROBE)
+            launcher.write_text("#!/bin/sh\n" + _sh_exec(PurePosixPath(tree), version, str(script)))
+            if not os.path.exists("/bin/sh"):  # an image without a shell: what the wrapper would exec
+                argv, env = [python, *FLAGS, str(script)], {"LD_LIBRARY_PATH": str(tree / "lib")}
+        launcher.chmod(0o755)
+        return _run_probe([*argv, str(tree / "lib/site")], env, f"the {kind} plugin for {tree}")
+    finally:
+        shutil.rmtree(check, ignore_errors=True)
 
 
-def _verify(tree: Path, python: _Python, expected: _Report) -> None:
+def _verify(tree: Path, python: _Python, kind: str, expected: _Report) -> None:
     """Run the tree's interpreter as the plugin will run; everything must come from the tree."""
+    tree = Path(os.path.abspath(tree))
     root = os.path.realpath(tree)
-    found = _probe(tree / f"bin/python{python.version}", tree / "lib/site", _run_env(tree, python))
+    found = _probe_as_plugin(tree, python.version, kind)
     for key, prefix in (("prefix", found.prefix), ("exec_prefix", found.exec_prefix)):
         if os.path.realpath(prefix) != root:
             raise InstallError(
@@ -366,10 +426,10 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
 def plugin_text(kind: str, host_tree: PurePosixPath, version: str) -> str:
     """The file the runtime execs. ``shebang``: the entry itself, run by the tree's interpreter (no
     shell needed: Bottlerocket has none). ``sh``: a shell wrapper that points the loader at the tree's
-    libpython, for an interpreter whose RUNPATH names a directory of the image it came from."""
-    python = host_tree / f"bin/python{version}"
+    libpython, for an interpreter that does not find it beside itself (its RUNPATH names a directory
+    of the image it came from and could not be rewritten), or a ``#!`` line that would be too long."""
     if kind == "shebang":
-        line = f"#!{python} -ISXutf8"  # Linux passes one argument: -I -S -X utf8, combined
+        line = _shebang_line(host_tree, version)
         if len(line) > SHEBANG_MAX:
             raise InstallError(f"the plugin's #! line would be {len(line)} bytes (at most {SHEBANG_MAX})")
         entry = _ENTRY.format(site=str(host_tree / "lib/site"))
@@ -378,13 +438,30 @@ def plugin_text(kind: str, host_tree: PurePosixPath, version: str) -> str:
         )
     if kind != "sh":
         raise ValueError(kind)
-    argv = " ".join(shlex.quote(a) for a in (str(python), *FLAGS, str(host_tree / "cloud-cni.py")))
     return (
         "#!/bin/sh\n"
-        "# cloud-cni CNI plugin, installed by `cloud-cni install-shim` (docs/deploy.md). The interpreter's\n"
-        "# own RUNPATH names a directory of the image it came from: point the loader at its libpython.\n"
-        f'LD_LIBRARY_PATH={shlex.quote(str(host_tree / "lib"))} exec {argv} "$@"\n'
+        "# cloud-cni CNI plugin, installed by `cloud-cni install-shim` (docs/deploy.md). The interpreter\n"
+        "# does not find its libpython on its own: point the loader at the tree's.\n"
+        + _sh_exec(host_tree, version, str(host_tree / "cloud-cni.py"))
     )
+
+
+def _shebang_line(tree: PurePosixPath, version: str) -> str:
+    return f"#!{tree}/bin/python{version} {_SHEBANG_FLAGS}"
+
+
+def _sh_exec(tree: PurePosixPath, version: str, script: str) -> str:
+    argv = " ".join(shlex.quote(a) for a in (f"{tree}/bin/python{version}", *FLAGS, script))
+    return f'LD_LIBRARY_PATH={shlex.quote(str(tree / "lib"))} exec {argv} "$@"\n'
+
+
+def _plugin_kind(python: _Python, host: PurePosixPath) -> str:
+    """``shebang`` when the copied interpreter finds its libpython on its own (as it is, or once its
+    RUNPATH is rewritten) and the ``#!`` line fits; ``sh`` otherwise. The shell costs ~0.75 ms of CPU
+    per CNI call (``sh -c true``), paid on every pod start."""
+    tag = f"{python.full_version}-{'0' * 12}"  # every tree's name has this length
+    fits = len(_shebang_line(host / tag, python.version)) <= SHEBANG_MAX
+    return "shebang" if fits and (python.runs_from_origin or python.relocatable) else "sh"
 
 
 def _current_tag(plugin: Path, host: PurePosixPath) -> str | None:
@@ -402,7 +479,7 @@ def _remove_stale(runtime_dir: Path, keep: set[str]) -> tuple[str, ...]:
     for entry in sorted(runtime_dir.iterdir()):
         if entry.name in keep or not entry.is_dir() or entry.is_symlink():
             continue
-        if TAG.match(entry.name) or entry.name.startswith((".new-", ".old-")):
+        if TAG.match(entry.name) or entry.name.startswith((".new-", ".old-", ".check-")):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
     return tuple(removed)
@@ -449,7 +526,8 @@ def install(
     if not bin_dir.is_dir():
         raise InstallError(f"CNI bin dir {bin_dir} does not exist")
     python = _this_python()
-    kind = "shebang" if python.runs_from_origin else "sh"
+    kind = _plugin_kind(python, host)
+    relocate = kind == "shebang" and not python.runs_from_origin
     plugin = bin_dir / PLUGIN
 
     runtime.mkdir(parents=True, exist_ok=True)
@@ -457,14 +535,15 @@ def install(
     shutil.rmtree(stage, ignore_errors=True)
     try:
         tree = _Tree(stage)
-        expected = _build(tree, python, _shim_source(Path(shim_dir) if shim_dir is not None else None))
+        shim = _shim_source(Path(shim_dir) if shim_dir is not None else None)
+        expected = _build(tree, python, shim, relocate)
         glibc = _check_libraries(tree, python)
         tag = tree.name(python.full_version, str(host), kind)
         target = runtime / tag
-        reused = target.is_dir() and _verifies(target, python, expected)
+        reused = target.is_dir() and _verifies(target, python, kind, expected)
         if not reused:
             _finish(tree, host / tag, python)
-            _verify(stage, python, expected)
+            _verify(stage, python, kind, expected)
             _sync_tree(stage)
             if target.exists():  # present but broken: move it aside, it goes with the stale trees
                 aside = runtime / f".old-{os.getpid()}"
@@ -489,6 +568,7 @@ def install(
         host_tree=host / tag,
         interpreter=target / f"bin/python{python.version}",
         wrapper=kind,
+        relocated=relocate,
         python=python.full_version,
         size=sum(p.stat().st_size for p in files),
         files=len(files),
@@ -499,9 +579,9 @@ def install(
     )
 
 
-def _verifies(tree: Path, python: _Python, expected: _Report) -> bool:
+def _verifies(tree: Path, python: _Python, kind: str, expected: _Report) -> bool:
     try:
-        _verify(tree, python, expected)
+        _verify(tree, python, kind, expected)
     except (InstallError, OSError, subprocess.SubprocessError):
         return False
     return True
@@ -509,8 +589,9 @@ def _verifies(tree: Path, python: _Python, expected: _Report) -> bool:
 
 def describe(done: Installed) -> list[str]:
     """What the init container prints (kubectl logs -c install-cni)."""
+    how = f"{done.wrapper}, RUNPATH {ORIGIN_LIB}" if done.relocated else done.wrapper
     lines = [
-        f"installed {done.plugin} ({done.wrapper}): Python {done.python} in {done.host_tree}, "
+        f"installed {done.plugin} ({how}): Python {done.python} in {done.host_tree}, "
         f"{done.files} files, {done.size / 1e6:.1f} MB{' (already there)' if done.reused else ''}; "
         f"the node needs glibc {done.glibc} or newer"
     ]

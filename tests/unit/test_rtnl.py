@@ -188,3 +188,13 @@ def test_a_malformed_length_is_an_error_not_a_hang(pair: Any) -> None:
 def test_a_truncated_error_message_is_an_error(pair: Any) -> None:
     with pytest.raises(NetlinkError, match="truncated"):
         answered(pair, lambda seq: rtnl._HEADER.pack(18, rtnl.NLMSG_ERROR, 0, seq, 0) + b"\0\0")
+
+
+def test_a_kernel_that_never_answers_is_a_timeout_not_a_hang(pair: Any) -> None:
+    with rtnl.Rtnl() as fresh:
+        assert fresh._sock.gettimeout() == rtnl.TIMEOUT
+    rt, kernel = pair
+    rt._sock.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        rt.set_up(3)
+    assert kernel.recv(4096)  # the request went out

@@ -53,6 +53,7 @@ RT_TABLE_COMPAT = 252
 MAIN = 254
 FR_ACT_TO_TBL = 1
 IFNAMSIZ = 16
+TIMEOUT = 30.0  # seconds for one request's ACK (TimeoutError, an OSError: the caller drops the socket)
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
 _ATTR = struct.Struct("=HH")  # rtattr: length, type
@@ -106,6 +107,7 @@ class Rtnl:
         except BaseException:
             self._sock.close()
             raise
+        self._sock.settimeout(TIMEOUT)  # the kernel always answers; a socket that stops is dropped
         self._seq = int.from_bytes(os.urandom(3), "little")
 
     def close(self) -> None:

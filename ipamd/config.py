@@ -85,6 +85,38 @@ def _path(raw: str) -> str:
     return value
 
 
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1")
+_SOCKET_ALLOWED = (
+    "an absolute path (a Unix socket), or tcp://127.0.0.1:PORT or tcp://[::1]:PORT (loopback only)"
+)
+
+
+def tcp_endpoint(value: str) -> tuple[str, int] | None:
+    """IPAMD_SOCKET's TCP form as (host, port): ``tcp://127.0.0.1:PORT`` or ``tcp://[::1]:PORT``.
+
+    None for a Unix socket path. Loopback only: the calls carry the daemon's token in clear text.
+    ValueError (saying what is allowed) for any other tcp:// value.
+    """
+    if not value.startswith("tcp://"):
+        return None
+    host, sep, port = value.removeprefix("tcp://").rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit() and len(port) <= 5) or not 0 < int(port) < 65536:
+        raise ValueError(f"{_SOCKET_ALLOWED}, with a port 1-65535")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if bare not in _LOOPBACK_HOSTS or (":" in bare) != (bare != host):  # IPv6 only in brackets
+        raise ValueError(f"{_SOCKET_ALLOWED}; host {host!r} is refused")
+    return bare, int(port)
+
+
+def _ipamd_socket(raw: str) -> str:
+    value = raw.strip()
+    if tcp_endpoint(value) is not None:
+        return value
+    if not value.startswith("/") or "\0" in value:
+        raise ValueError(_SOCKET_ALLOWED)
+    return value
+
+
 def _bind(raw: str) -> str | None:
     """host:port, [v6]:port, or ``off``."""
     value = raw.strip()
@@ -339,8 +371,12 @@ VARIABLES: tuple[Variable, ...] = (
              "aws, azure or sim (in-process simulated cloud). Required: never guessed.", required=True),
     Variable("DATAPATH", "datapath", "linux" if sys.platform.startswith("linux") else "windows",
              _choice(DATAPATHS), "linux (veth + routes), windows (HNS), none (IPAM only)."),
-    Variable("IPAMD_SOCKET", "ipamd_socket", "/var/run/cloud-cni/ipamd.sock", _path,
-             "gRPC Unix socket (mode 0600, parent directory 0700)."),
+    Variable("IPAMD_SOCKET", "ipamd_socket", "/var/run/cloud-cni/ipamd.sock", _ipamd_socket,
+             "gRPC Unix socket (mode 0600, parent directory 0700), or tcp://127.0.0.1:PORT or "
+             "tcp://[::1]:PORT (Windows: loopback only, every call carries the token of IPAMD_TOKEN_FILE)."),
+    Variable("IPAMD_TOKEN_FILE", "ipamd_token_file", None, _path,
+             "IPAMD_SOCKET=tcp:// only: a fresh token is written here (mode 0600) at every start. "
+             "Unset: ipamd.token beside CHECKPOINT_PATH."),
     Variable("CHECKPOINT_PATH", "checkpoint_path", "/var/run/cloud-cni/ipam.json", _path,
              "Crash-consistent state: assignments, cool-downs, quarantine."),
     Variable("METRICS_BIND", "metrics_bind", "0.0.0.0:61678", _bind,
@@ -435,14 +471,29 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("VETH_PREFIX", "veth_prefix", "ccni", _veth_prefix,
              "linux datapath: host veth names are this prefix + 11 hex of sha1(container id/ifname)."),
     Variable("EXTERNAL_SNAT", "external_snat", "false", _bool,
-             "linux datapath: true = no SNAT here (a NAT gateway does it); pods egress by their interface."),
+             "true = no SNAT here (a NAT gateway does it; windows: no OutBoundNAT policy); pods egress by "
+             "their interface."),
     Variable("EXCLUDE_SNAT_CIDRS", "exclude_snat_cidrs", "", _cidrs,
-             "linux datapath: comma-separated CIDRs reached without SNAT, besides the VPC/VNet CIDRs."),
+             "comma-separated CIDRs reached without SNAT, besides the VPC/VNet CIDRs (windows: OutBoundNAT "
+             "exceptions)."),
     Variable("SNAT_BACKEND", "snat_backend", "auto",
              _choice(("auto", "nftables", "iptables", "iptables-legacy", "iptables-nft")),
              "linux datapath: auto, nftables or iptables (docs/datapath.md: how auto chooses)."),
     Variable("INTERFACE_LINK_TIMEOUT", "interface_link_timeout", "10", _seconds,
              "linux datapath: seconds to wait for a newly attached interface's link to appear."),
+    Variable("HCN_BACKEND", "hcn_backend", "computenetwork", _choice(("computenetwork", "fake")),
+             "windows datapath: computenetwork (the node's HCN, Windows only) or fake (the in-package fake "
+             "HCN: tests and the demo, any OS)."),
+    Variable("HCN_FAKE_STATE", "hcn_fake_state", None, _path,
+             "windows datapath, HCN_BACKEND=fake: the fake HCN's state file. Unset: beside CHECKPOINT_PATH."),
+    Variable("HCN_TRACE", "hcn_trace", None, _path,
+             "windows datapath: append every HCN call to this file as a JSON line {method, kind, doc}."),
+    Variable("HCN_CALL_TIMEOUT", "hcn_call_timeout", "20", _seconds,
+             "windows datapath: seconds one HCN call may take before the datapath gives up on it."),
+    Variable("CLUSTER_CIDRS", "cluster_cidrs", "", _cidrs,
+             "windows datapath: pod CIDRs of the cluster beyond the VPC/VNet, exempt from OutBoundNAT."),
+    Variable("SERVICE_CIDRS", "service_cidrs", "", _cidrs,
+             "windows datapath: the cluster's service CIDRs, exempt from OutBoundNAT."),
     Variable("AZURE_ARM_ENDPOINT", "azure_arm_endpoint", "https://management.azure.com", _https_url,
              "azure only: Azure Resource Manager endpoint (sovereign clouds; tests use a local fake)."),
     Variable("AZURE_ARM_CA_BUNDLE", "azure_arm_ca_bundle", None, _path,
@@ -471,6 +522,7 @@ class Settings:
     cloud_provider: str
     datapath: str = "none"
     ipamd_socket: str = "/var/run/cloud-cni/ipamd.sock"
+    ipamd_token_file: str | None = None
     checkpoint_path: str = "/var/run/cloud-cni/ipam.json"
     metrics_bind: str | None = None
     introspection_bind: str | None = None
@@ -519,6 +571,12 @@ class Settings:
     exclude_snat_cidrs: tuple[str, ...] = ()
     snat_backend: str = "auto"
     interface_link_timeout: float = 10.0
+    hcn_backend: str = "computenetwork"
+    hcn_fake_state: str | None = None
+    hcn_trace: str | None = None
+    hcn_call_timeout: float = 20.0
+    cluster_cidrs: tuple[str, ...] = ()
+    service_cidrs: tuple[str, ...] = ()
     sim_vpc_cidr: str = "10.0.0.0/16"
     azure_arm_endpoint: str = "https://management.azure.com"
     azure_arm_ca_bundle: str | None = None
@@ -591,6 +649,12 @@ class Settings:
         )
 
     @property
+    def effective_hcn_fake_state(self) -> str:
+        if self.hcn_fake_state:
+            return self.hcn_fake_state
+        return self.checkpoint_path.rsplit("/", 1)[0] + "/hcn-fake.json"
+
+    @property
     def effective_sim_state_path(self) -> str:
         if self.sim_state_path:
             return self.sim_state_path
@@ -610,9 +674,12 @@ def check_datapath(settings: Settings, platform: str = sys.platform) -> None:
         if not platform.startswith("linux"):
             raise ConfigError("DATAPATH", settings.datapath, "linux only on Linux nodes")
         return
-    raise ConfigError(
-        "DATAPATH", settings.datapath, "linux or none; the windows (HNS) datapath is not part of this build"
-    )
+    if settings.hcn_backend == "computenetwork" and platform != "win32":
+        raise ConfigError(
+            "HCN_BACKEND",
+            settings.hcn_backend,
+            "computenetwork only on Windows nodes; fake runs DATAPATH=windows anywhere (tests, demo)",
+        )
 
 
 def markdown_table() -> str:

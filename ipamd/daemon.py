@@ -51,10 +51,14 @@ from ipamd.service import IpamService
 log = structlog.get_logger("ipamd")
 
 
-def make_datapath(settings: Settings) -> Datapath:
+def make_datapath(settings: Settings, metrics: Metrics | None = None) -> Datapath:
     check_datapath(settings)
     if settings.datapath == "none":
         return NoDatapath()
+    if settings.datapath == "windows":
+        from ipamd.datapath.windows import make_windows_datapath
+
+        return make_windows_datapath(settings, on_call=None if metrics is None else metrics.on_hcn_call)
     from ipamd.datapath.linux.datapath import LinuxDatapath
 
     return LinuxDatapath(
@@ -351,7 +355,7 @@ class Daemon:
         """Start, serve until stopped, stop; what is taken is pushed on ``held``."""
         s = self.settings
         gave_up: TaskGaveUp | None = None
-        datapath = make_datapath(s)
+        datapath = make_datapath(s, self.metrics)
         held.callback(datapath.close)
         kube, reporter = self._kubernetes()
         self.kube = kube
@@ -359,8 +363,8 @@ class Daemon:
         path = Path(s.checkpoint_path)
         self._lock = hold_lock(path)
         held.callback(os.close, self._lock)
-        rpc = RpcServer(None, s.ipamd_socket, self.metrics)
-        prepare_directory("IPAMD_SOCKET", s.ipamd_socket, rpc.path.parent)
+        rpc = RpcServer.from_settings(s, self.metrics)  # IPAMD_SOCKET: a Unix socket, or TCP + token file
+        prepare_directory(rpc.local_variable, str(rpc.local_file), rpc.local_file.parent)
         rpc.claim()  # refuse if another daemon serves this socket
         held.push_async_callback(rpc.close)
         provider = self.provider if self.provider is not None else await self._make_provider()
@@ -478,7 +482,7 @@ class Daemon:
             lambda: reader.read(lambda: store.stats(now=self.clock())), lambda: manager.max_ips
         )
         # before any ADD is served; an entry that fails is set aside, never a reason not to start
-        drained = await spool.drain(service, s.ipamd_socket, metrics=self.metrics)
+        drained = await spool.drain(service, str(rpc.local_file), metrics=self.metrics)
         if drained:
             log.info("spooled_dels_drained", count=drained)
         # The HTTP ports before the socket: a port in use stops the start before any pod is served.
@@ -520,7 +524,7 @@ class Daemon:
             asyncio.create_task(
                 supervise(
                     "del_spool",
-                    lambda: drain_forever(service, s.ipamd_socket, self.stop_event, self.metrics),
+                    lambda: drain_forever(service, str(rpc.local_file), self.stop_event, self.metrics),
                     self.stop_event,
                     self.metrics,
                 )

@@ -201,6 +201,12 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.hcn_calls = Counter(
+            "cloudcni_hcn_calls",
+            "HCN calls of the Windows datapath by HCN function and result (ok, error, not_found, timeout)",
+            ["method", "result"],
+            registry=r,
+        )
         self.spooled_dels_set_aside = Counter(
             "cloudcni_spooled_dels_set_aside",
             "Queued DELs set aside instead of applied: invalid (*.bad) or failed (del-spool/failed/)",
@@ -220,6 +226,9 @@ class Metrics:
 
     def on_backoff(self, operation: str, delay: float) -> None:
         self.cloud_backoff.labels(operation).inc(delay)
+
+    def on_hcn_call(self, method: str, result: str) -> None:
+        self.hcn_calls.labels(method, result).inc()
 
     def on_k8s_request(self, verb: str, resource: str, status: int) -> None:
         self.k8s_requests.labels(verb, resource, str(status)).inc()

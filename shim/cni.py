@@ -12,7 +12,7 @@ code  when
       CNI_NETNS, CNI_ARGS (pair syntax, IgnoreUnknown value, K8S_POD_* values) invalid
 6     stdin is not JSON (bad syntax, not UTF-8, too deeply nested) or not a JSON object
 7     a field of the network configuration missing or invalid (named): cniVersion, name, type,
-      ipamdSocket, logFile, prevResult, cni.dev/valid-attachments
+      ipamdSocket, ipamdTokenFile, logFile, prevResult, cni.dev/valid-attachments
 ====  ==========================================================================================
 
 Which env vars a verb needs (SPEC.md "Parameters"): ADD and CHECK need CNI_CONTAINERID, CNI_NETNS
@@ -124,6 +124,8 @@ class Invocation:
         "container_id",
         "ifname",
         "ipamd_socket",
+        "ipamd_tcp",
+        "ipamd_token_file",
         "log_file",
         "netns",
         "network_name",
@@ -154,6 +156,8 @@ class Invocation:
         cni_version: str = LATEST_VERSION,
         network_name: str = "",
         ipamd_socket: str = DEFAULT_IPAMD_SOCKET,
+        ipamd_tcp: tuple[str, int] | None = None,
+        ipamd_token_file: str = "",
         log_file: str = DEFAULT_LOG_FILE,
         prev_result: dict[str, object] | None = None,
         prev_result_json: str = "",
@@ -172,7 +176,9 @@ class Invocation:
         self.config = {} if config is None else config  # the network configuration from stdin
         self.cni_version = cni_version
         self.network_name = network_name  # the configuration's "name"
-        self.ipamd_socket = ipamd_socket
+        self.ipamd_socket = ipamd_socket  # as configured: a Unix socket path or tcp://127.0.0.1:PORT
+        self.ipamd_tcp = ipamd_tcp  # (host, port) when ipamdSocket is tcp://; None for a Unix socket
+        self.ipamd_token_file = ipamd_token_file  # ipamdTokenFile: the daemon's token (TCP only)
         self.log_file = log_file
         self.prev_result = prev_result  # DEL (optional) and CHECK (required) only
         self.prev_result_json = prev_result_json  # prev_result as the JSON text the daemon reads; ""
@@ -315,7 +321,14 @@ def _parse(env: Mapping[str, str], config: object, decode_error: str, hint: str 
     inv.cni_version = _cni_version(config, command)
     inv.network_name = _network_name(config)
     _plugin_type(config)
-    inv.ipamd_socket = _path_field(config, "ipamdSocket", DEFAULT_IPAMD_SOCKET, _MAX_UNIX_PATH)
+    inv.ipamd_socket, inv.ipamd_tcp = _ipamd_socket(config)
+    inv.ipamd_token_file = _path_field(config, "ipamdTokenFile", "", _MAX_PATH)
+    if inv.ipamd_tcp is not None and not inv.ipamd_token_file:
+        raise CniError(
+            INVALID_CONFIG,
+            f"ipamdTokenFile: required with ipamdSocket {_show(inv.ipamd_socket)}",
+            "the file the daemon writes its token to (its IPAMD_TOKEN_FILE)",
+        )
     inv.log_file = _path_field(config, "logFile", DEFAULT_LOG_FILE, _MAX_PATH)
 
     if command in _ATTACHMENT_VERBS:
@@ -338,7 +351,7 @@ def _version_call(config: object, hint: str | None) -> Invocation:
     if isinstance(config, dict):
         inv.config = config
         try:
-            inv.ipamd_socket = _path_field(config, "ipamdSocket", DEFAULT_IPAMD_SOCKET, _MAX_UNIX_PATH)
+            inv.ipamd_socket, inv.ipamd_tcp = _ipamd_socket(config)
         except CniError:
             inv.ipamd_socket = DEFAULT_IPAMD_SOCKET
         try:
@@ -411,6 +424,29 @@ def _path_field(config: dict[str, object], key: str, default: str, limit: int) -
             INVALID_CONFIG, f"{key}: {_show(value)} must be valid UTF-8 of at most {limit} bytes", ""
         )
     return value
+
+
+_TCP_ALLOWED = "a Unix socket path, or tcp://127.0.0.1:PORT or tcp://[::1]:PORT (loopback only)"
+
+
+def _ipamd_socket(config: dict[str, object]) -> tuple[str, tuple[str, int] | None]:
+    """ipamdSocket: a Unix socket path, or the daemon's loopback TCP port (as its IPAMD_SOCKET).
+
+    Loopback only, as the daemon: the token travels in clear text, so it must never leave the node.
+    """
+    value = config.get("ipamdSocket")
+    if not isinstance(value, str) or not value.startswith("tcp://"):
+        return _path_field(config, "ipamdSocket", DEFAULT_IPAMD_SOCKET, _MAX_UNIX_PATH), None
+    host, sep, port = value[6:].rpartition(":")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if (
+        not sep
+        or not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536)
+        or bare not in ("127.0.0.1", "::1")
+        or (":" in bare) != (bare != host)  # an IPv6 address only in brackets
+    ):
+        raise CniError(INVALID_CONFIG, f"ipamdSocket: {_show(value)} is not {_TCP_ALLOWED}", "")
+    return value, (bare, int(port))
 
 
 def _prev_result(config: dict[str, object], *, required: bool) -> tuple[dict[str, object] | None, str]:
@@ -523,10 +559,23 @@ def _env_ifname(value: str) -> str:
 def _netns(value: str) -> str:
     if not value:
         return ""  # only DEL gets here without one: ADD and CHECK require it
+    if _is_guid(value):  # an HCN namespace: containerd on Windows passes its GUID
+        return value
     size = _utf8_len(value)
     if not value.startswith("/") or "\0" in value or size is None or size > _MAX_PATH:
-        raise CniError(INVALID_ENV, f"CNI_NETNS={_show(value)} must be an absolute path", "")
+        raise CniError(
+            INVALID_ENV, f"CNI_NETNS={_show(value)} must be an absolute path or an HCN namespace GUID", ""
+        )
     return value
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _is_guid(value: str) -> bool:
+    """8-4-4-4-12 hex digits (no re: the shim does not import it)."""
+    parts = value.split("-")
+    return [len(p) for p in parts] == [8, 4, 4, 4, 12] and all(_HEX.issuperset(p) for p in parts)
 
 
 def _id_problem(value: str) -> str | None:

@@ -1,4 +1,7 @@
-"""A gRPC unary call over HTTP/2 cleartext (h2c, prior knowledge) on a Unix socket, without grpcio.
+"""A gRPC unary call over HTTP/2 cleartext (h2c, prior knowledge), without grpcio.
+
+The daemon is reached on a Unix socket, or where there is none (Windows) on loopback TCP, with
+TCP_NODELAY and the daemon's token in an ``authorization`` header (docs/shim.md, "On Windows").
 
 The shim is exec'd once per pod, and ``import grpc`` alone costs ~110 ms there; this module imports
 only ``_socket``, ``time``, ``errno`` and ``shim.hpack``. It opens one connection per call, sends
@@ -96,6 +99,7 @@ _INITIAL_WINDOW_SIZE = 4
 _MAX_FRAME_SIZE = 5
 
 _STREAM = 1  # the one stream of the connection
+_AUTHORIZATION = b"authorization"
 _DEFAULT_WINDOW = 65535
 _DEFAULT_FRAME_SIZE = 16384  # the largest frame we accept: we never raise SETTINGS_MAX_FRAME_SIZE
 _MAX_WINDOW = (1 << 31) - 1
@@ -141,12 +145,21 @@ class ProtocolError(Unavailable):
 
 
 def unary_call(
-    socket_path: str, path: str, request: bytes, *, timeout: float = 30.0, authority: str = "localhost"
+    address: str | tuple[str, int],
+    path: str,
+    request: bytes,
+    *,
+    timeout: float = 30.0,
+    authority: str = "localhost",
+    metadata: tuple[tuple[bytes, bytes], ...] = (),
 ) -> bytes:
     """Call the unary method ``path`` (e.g. "/cloudcni.v1.IpamBackend/Add") with the serialized
     request message; return the serialized response message.
 
-    ``timeout`` bounds the whole call (connect included) and is sent as grpc-timeout.
+    ``address`` is a Unix socket path, or a (host, port) pair for TCP: an IPv4 or IPv6 literal
+    (the caller checks it is loopback). ``metadata`` are extra request headers, lower-case ASCII
+    names; ``authorization`` is sent as never indexed (RFC 7541 7.1.3). ``timeout`` bounds the
+    whole call (connect included) and is sent as grpc-timeout.
     """
     if not timeout > 0:
         raise ValueError(f"timeout must be positive, not {timeout!r}")
@@ -154,20 +167,38 @@ def unary_call(
         raise ValueError(f"method path must start with '/': {path!r}")
     raw_path = path.encode("ascii")  # UnicodeEncodeError is a ValueError
     raw_authority = authority.encode("ascii")
+    for name, value in metadata:
+        if not name or name != name.lower() or name[:1] == b":" or _has_forbidden_bytes(name + value):
+            raise ValueError(f"invalid metadata name or value for {name!r}")
     deadline = time.monotonic() + timeout
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    if isinstance(address, tuple):
+        host, port = address
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        sock = _socket.socket(_socket.AF_INET6 if ":" in host else _socket.AF_INET, _socket.SOCK_STREAM)
+    else:
+        where = address
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         try:
-            sock.connect(socket_path)
+            if isinstance(address, tuple):
+                # one write of preface + SETTINGS + HEADERS + DATA; answers to the server's frames
+                # must not wait for an ACK of it (Nagle's algorithm + delayed ACK: ~40 ms)
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            sock.connect(address)
         except TimeoutError as exc:
-            raise Unavailable(f"connect to {socket_path}: timed out after {timeout:g}s", sent=False) from exc
+            raise Unavailable(f"connect to {where}: timed out after {timeout:g}s", sent=False) from exc
         except OSError as exc:
-            raise Unavailable(f"connect to {socket_path}: {_os_error(exc)}", sent=False) from exc
+            raise Unavailable(f"connect to {where}: {_os_error(exc)}", sent=False) from exc
         call = _Call(sock, deadline, timeout)
-        return call.run(raw_path, raw_authority, request)
+        return call.run(raw_path, raw_authority, request, metadata)
     finally:
         sock.close()
+
+
+def _has_forbidden_bytes(raw: bytes) -> bool:
+    """Control characters (NUL, CR, LF...) and non-ASCII: nothing our metadata may carry."""
+    return any(not 0x20 <= byte <= 0x7E for byte in raw)
 
 
 def _os_error(exc: OSError) -> str:
@@ -246,7 +277,9 @@ class _Call:
         self.goaway = ""
         self.send_failed = ""
 
-    def run(self, path: bytes, authority: bytes, request: bytes) -> bytes:
+    def run(
+        self, path: bytes, authority: bytes, request: bytes, metadata: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> bytes:
         block = hpack.encode(
             [
                 (b":method", b"POST"),
@@ -256,8 +289,12 @@ class _Call:
                 (b"content-type", b"application/grpc"),
                 (b"te", b"trailers"),
                 (b"grpc-timeout", _grpc_timeout(self.timeout)),
+                *((name, value) for name, value in metadata if name != _AUTHORIZATION),
             ]
         )
+        for name, value in metadata:
+            if name == _AUTHORIZATION:  # 6.2.3 literal never indexed, static name 23: a credential
+                block += hpack.encode_integer(23, 4, 0x10) + hpack.encode_integer(len(value), 7) + value
         out = bytearray(_PREFACE)
         out += _frame(
             _SETTINGS,

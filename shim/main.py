@@ -16,8 +16,13 @@ from shim import cni, h2grpc, jsonlite, pb, spool
 SERVICE = "/cloudcni.v1.IpamBackend/"
 _TIMEOUT = {"ADD": 60.0, "DEL": 30.0, "CHECK": 30.0, "GC": 60.0, "STATUS": 10.0}
 
-# gRPC status -> CNI code when the daemon sent no cni-code trailer.
-_UNAVAILABLE, _DEADLINE_EXCEEDED, _RESOURCE_EXHAUSTED = 14, 4, 8
+# gRPC status -> CNI code when the daemon sent no cni-code trailer: UNAVAILABLE, DEADLINE_EXCEEDED
+# and RESOURCE_EXHAUSTED -> 11 (try again later); UNAUTHENTICATED (TCP: the token in ipamdTokenFile
+# is not the daemon's, even read again) -> 7, invalid network config naming ipamdTokenFile: it does
+# not clear by itself, and the fix is in the conflist (or the daemon's IPAMD_TOKEN_FILE);
+# anything else -> 999.
+_UNAVAILABLE, _DEADLINE_EXCEEDED, _RESOURCE_EXHAUSTED, _UNAUTHENTICATED = 14, 4, 8, 16
+_MAX_TOKEN = 1024
 
 
 class _Log:
@@ -57,7 +62,11 @@ class _Log:
 def _call(inv: cni.Invocation, method: str, request: bytes) -> bytes:
     """One unary call to the daemon; daemon errors become CniError with the daemon's CNI code."""
     try:
-        return h2grpc.unary_call(inv.ipamd_socket, SERVICE + method, request, timeout=_TIMEOUT[inv.command])
+        if inv.ipamd_tcp is None:
+            return h2grpc.unary_call(
+                inv.ipamd_socket, SERVICE + method, request, timeout=_TIMEOUT[inv.command]
+            )
+        return _call_tcp(inv, inv.ipamd_tcp, SERVICE + method, request)
     except h2grpc.GrpcError as err:
         code = err.metadata.get("cni-code", "")
         if code.isdigit():
@@ -66,11 +75,64 @@ def _call(inv: cni.Invocation, method: str, request: bytes) -> bytes:
             ) from None
         if err.status in (_UNAVAILABLE, _DEADLINE_EXCEEDED, _RESOURCE_EXHAUSTED):
             raise cni.CniError(cni.TRY_AGAIN_LATER, err.message, f"gRPC status {err.status}") from None
+        if err.status == _UNAUTHENTICATED:
+            raise cni.CniError(
+                cni.INVALID_CONFIG,
+                f"ipamdTokenFile: the daemon refused the token in {inv.ipamd_token_file}: {err.message}",
+                "ipamdTokenFile must be the daemon's IPAMD_TOKEN_FILE",
+            ) from None
         raise cni.CniError(cni.INTERNAL, err.message, f"gRPC status {err.status}") from None
+
+
+def _call_tcp(inv: cni.Invocation, address: tuple[str, int], path: str, request: bytes) -> bytes:
+    """The call over loopback TCP with the daemon's token, read from its file now: every start of
+    the daemon writes a new one. Refused, and the file has changed since it was read (the daemon
+    restarted in between), the call is made once more with the new token: a refused call never ran."""
+    deadline = time.monotonic() + _TIMEOUT[inv.command]
+    token = _read_token(inv.ipamd_token_file)
+    try:
+        return h2grpc.unary_call(
+            address, path, request, timeout=_TIMEOUT[inv.command], metadata=((b"authorization", token),)
+        )
+    except h2grpc.GrpcError as err:
+        if err.status != _UNAUTHENTICATED:
+            raise
+        fresh = _read_token(inv.ipamd_token_file)
+        if fresh == token:
+            raise
+    remaining = max(deadline - time.monotonic(), 0.001)
+    return h2grpc.unary_call(address, path, request, timeout=remaining, metadata=((b"authorization", fresh),))
+
+
+def _read_token(path: str) -> bytes:
+    """``Bearer <token>`` from the token file. A file that cannot be read means no daemon to talk to
+    (not started yet, or gone): Unavailable, so ADD says try again later and DEL is queued."""
+    try:
+        with open(path, "rb") as file:  # io is loaded at start-up: no import
+            raw = file.read(_MAX_TOKEN + 1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise h2grpc.Unavailable(
+            f"cannot read the daemon's token file {path}: {reason}", sent=False
+        ) from None
+    token = raw.strip()
+    if not 0 < len(token) <= _MAX_TOKEN or any(not 0x21 <= byte <= 0x7E for byte in token):
+        raise cni.CniError(
+            cni.INVALID_CONFIG,
+            f"ipamdTokenFile: {path} does not hold a token (1 to {_MAX_TOKEN} printable ASCII characters)",
+            "ipamdTokenFile must be the daemon's IPAMD_TOKEN_FILE",
+        )
+    return b"Bearer " + token
 
 
 def _unreachable(inv: cni.Invocation, err: h2grpc.Unavailable) -> str:
     return f"the cloud-cni daemon is not reachable on {inv.ipamd_socket}: {err.reason}"
+
+
+def _spool_anchor(inv: cni.Invocation) -> str:
+    """The file the DEL spool lives beside, as the daemon sees it: the Unix socket, or with TCP the
+    token file (ipamd.rpc.server.RpcServer.local_file)."""
+    return inv.ipamd_token_file if inv.ipamd_tcp is not None else inv.ipamd_socket
 
 
 def cmd_add(inv: cni.Invocation, log: _Log) -> str:
@@ -96,7 +158,7 @@ def cmd_del(inv: cni.Invocation, log: _Log) -> str:
         reason = f"daemon error {err.code}: {err.msg}"
     # DEL must never keep a pod from terminating: queue it durably and succeed.
     path = spool.enqueue(
-        inv.ipamd_socket, f"{inv.network_name}.{inv.container_id}.{inv.ifname}", spool_entry(inv)
+        _spool_anchor(inv), f"{inv.network_name}.{inv.container_id}.{inv.ifname}", spool_entry(inv)
     )
     log.fields.update(spooled=path or "no daemon directory: nothing to queue", reason=reason)
     return ""

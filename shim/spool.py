@@ -1,9 +1,10 @@
 """Durable DEL queue: when the daemon is unreachable, DEL is written here and succeeds.
 
 A pod must never be kept from terminating because the daemon is down. The DEL is queued as one JSON
-file in ``<socket dir>/del-spool/`` (temp file, fsync, rename, fsync of the directory) and the daemon
-drains the queue before it serves any ADD, and again periodically. DEL is idempotent, so a DEL that
-was both delivered and queued does no harm. The format is read by ``ipamd/spool.py``.
+file in ``<socket dir>/del-spool/`` (over TCP: ``<token file dir>/del-spool/``) (temp file, fsync,
+rename, fsync of the directory) and the daemon drains the queue before it serves any ADD, and again
+periodically. DEL is idempotent, so a DEL that was both delivered and queued does no harm. The
+format is read by ``ipamd/spool.py``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def enqueue(socket_path: str, name: str, body: bytes) -> str | None:
     """Write ``body`` durably as ``<spool>/<name>.json``; returns the path. ``name`` is made of
     validated CNI identifiers (container ID, ifname, network name), so it is a safe file name.
 
-    None when the socket's directory does not exist: no daemon ever ran there, so no daemon holds
+    ``socket_path`` is the daemon's Unix socket, or with TCP its token file: the spool is beside it.
+    None when that directory does not exist: no daemon ever ran there, so no daemon holds
     state a DEL could release, and the DEL succeeds with nothing to queue."""
     directory = spool_dir(socket_path)
     try:

@@ -25,6 +25,7 @@ class PodWiring:
     sandbox_mac: str = ""
     mtu: int = 0
     routes: tuple[tuple[str, str], ...] = field(default=())  # (dst CIDR, gateway or "")
+    prefix_length: int = 32  # of the pod's address: 32 routed (linux), the subnet's on an L2 bridge
 
 
 class Datapath(Protocol):

@@ -1,14 +1,20 @@
 """A gRPC client for the daemon's socket, for the demo, the benchmarks and the tests.
 
+``socket_path`` is what the daemon's IPAMD_SOCKET says: a Unix socket path, or
+``tcp://127.0.0.1:PORT`` / ``tcp://[::1]:PORT``, which needs the daemon's token file (read again
+for every call: a restarted daemon has a new token).
+
 The CNI shim does not use this module (it must not import grpc: see shim/).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from ipamd.config import tcp_endpoint
 from ipamd.rpc.errors import CNI_CODE_KEY
 from ipamd.rpc.pb import ipamd_pb2 as pb
 from ipamd.rpc.pb import ipamd_pb2_grpc as pb_grpc
@@ -62,10 +68,25 @@ def _failure(exc: grpc.RpcError) -> CniFailure:
 class IpamClient:
     """Blocking client; one channel, reused for every call."""
 
-    def __init__(self, socket_path: str, timeout: float = 30.0) -> None:
-        self.channel = grpc.insecure_channel(f"unix:{socket_path}")
+    def __init__(self, socket_path: str, timeout: float = 30.0, *, token_file: str | None = None) -> None:
+        tcp = tcp_endpoint(socket_path)
+        if tcp is None:
+            target = f"unix:{socket_path}"
+        elif token_file is None:
+            raise ValueError(f"{socket_path} is TCP: the daemon's token file (IPAMD_TOKEN_FILE) is needed")
+        else:
+            host, port = tcp
+            target = f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+        self.token_file = Path(token_file) if tcp is not None and token_file is not None else None
+        self.channel = grpc.insecure_channel(target)
         self.stub = pb_grpc.IpamBackendStub(self.channel)
         self.timeout = timeout
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call's metadata: over TCP the token, read now from the token file."""
+        if self.token_file is None:
+            return ()
+        return (("authorization", "Bearer " + self.token_file.read_text().strip()),)
 
     def close(self) -> None:
         self.channel.close()
@@ -78,21 +99,31 @@ class IpamClient:
 
     def add(self, att: pb.Attachment, cni_version: str = "1.0.0") -> pb.AddReply:
         try:
-            return self.stub.Add(pb.AddRequest(attachment=att, cni_version=cni_version), timeout=self.timeout)
+            return self.stub.Add(
+                pb.AddRequest(attachment=att, cni_version=cni_version),
+                timeout=self.timeout,
+                metadata=self.metadata(),
+            )
         except grpc.RpcError as exc:
             raise _failure(exc) from None
 
     def delete(self, att: pb.Attachment, prev_result: str = "", reason: str = "cni-del") -> None:
         try:
             self.stub.Del(
-                pb.DelRequest(attachment=att, prev_result=prev_result, reason=reason), timeout=self.timeout
+                pb.DelRequest(attachment=att, prev_result=prev_result, reason=reason),
+                timeout=self.timeout,
+                metadata=self.metadata(),
             )
         except grpc.RpcError as exc:
             raise _failure(exc) from None
 
     def check(self, att: pb.Attachment, prev_result: str) -> None:
         try:
-            self.stub.Check(pb.CheckRequest(attachment=att, prev_result=prev_result), timeout=self.timeout)
+            self.stub.Check(
+                pb.CheckRequest(attachment=att, prev_result=prev_result),
+                timeout=self.timeout,
+                metadata=self.metadata(),
+            )
         except grpc.RpcError as exc:
             raise _failure(exc) from None
 
@@ -100,7 +131,9 @@ class IpamClient:
         refs = [pb.AttachmentRef(container_id=c, ifname=i) for c, i in valid]
         try:
             reply = self.stub.Gc(
-                pb.GcRequest(network_name=network, valid_attachments=refs), timeout=self.timeout
+                pb.GcRequest(network_name=network, valid_attachments=refs),
+                timeout=self.timeout,
+                metadata=self.metadata(),
             )
         except grpc.RpcError as exc:
             raise _failure(exc) from None
@@ -108,6 +141,8 @@ class IpamClient:
 
     def status(self, network: str = "cloud-cni") -> pb.StatusReply:
         try:
-            return self.stub.Status(pb.StatusRequest(network_name=network), timeout=self.timeout)
+            return self.stub.Status(
+                pb.StatusRequest(network_name=network), timeout=self.timeout, metadata=self.metadata()
+            )
         except grpc.RpcError as exc:
             raise _failure(exc) from None

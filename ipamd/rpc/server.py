@@ -2,23 +2,32 @@
 
 The servicer only translates: proto -> validated call (``ipamd.rpc.validate``) -> ``IpamService``
 -> proto, and any exception -> status + ``cni-code`` trailer (``ipamd.rpc.errors``).
+
+Where there is no Unix socket (Windows), ``IPAMD_SOCKET=tcp://127.0.0.1:PORT`` (or ``[::1]``)
+serves the same services on loopback TCP, and every call, health included, must carry
+``authorization: Bearer <token>``: a token made at each start and written (mode 0600) to
+``IPAMD_TOKEN_FILE`` before the port is bound (``TokenInterceptor``; docs/shim.md, "On Windows").
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
+import secrets
 import socket
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from ipamd import durable
+from ipamd.config import tcp_endpoint
 from ipamd.errors import ConfigError
 from ipamd.metrics import Metrics, RpcRecorder
 from ipamd.rpc import validate
@@ -26,6 +35,13 @@ from ipamd.rpc.errors import CNI_CODE_KEY, to_rpc_failure
 from ipamd.rpc.pb import ipamd_pb2 as pb
 from ipamd.rpc.pb import ipamd_pb2_grpc as pb_grpc
 from ipamd.service import IpamService
+
+if TYPE_CHECKING:
+    from ipamd.config import Settings
+
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]  # generic in the stubs only
+else:
+    _ServerInterceptor = grpc.aio.ServerInterceptor
 
 log = structlog.get_logger("ipamd.rpc")
 R = TypeVar("R")
@@ -68,7 +84,7 @@ class IpamServicer(pb_grpc.IpamBackendServicer):
             w = result.wiring
             return pb.AddReply(
                 ip=result.assignment.ip,
-                prefix_length=32,
+                prefix_length=w.prefix_length,
                 gateway=w.gateway,
                 host_ifname=w.host_ifname,
                 host_mac=w.host_mac,
@@ -165,16 +181,104 @@ def _claim_socket_path(path: Path) -> None:
     )
 
 
+TOKEN_FILENAME = "ipamd.token"  # IPAMD_TOKEN_FILE's default, beside CHECKPOINT_PATH
+_AUTHORIZATION = "authorization"
+
+
+def _claim_tcp_port(value: str, host: str, port: int) -> None:
+    """Refuse a port something already listens on (another daemon, or anyone else)."""
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect((host, port))
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise ConfigError("IPAMD_SOCKET", value, "a loopback port nothing else listens on (something does)")
+
+
+def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> bytes | None:
+    for name, value in metadata or ():
+        if name == key:
+            return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+    return None
+
+
+class TokenInterceptor(_ServerInterceptor):
+    """Lets a call through only with ``authorization: Bearer <token>`` (compared in constant time).
+
+    Anything else, an unknown method included, is answered UNAUTHENTICATED with a message naming
+    the token file, never the token. Health is not exempt: the probes use the introspection
+    endpoint's /healthz, not gRPC (docs/deploy.md), so nothing needs to call without the token.
+    """
+
+    def __init__(self, token: str, token_file: Path) -> None:
+        self._expected = f"Bearer {token}".encode("ascii")
+        self.token_file = token_file
+        message = (
+            "this call carries no valid token: send metadata 'authorization: Bearer <token>' with "
+            f"the token in {token_file} (the daemon writes a new one at every start)"
+        )
+
+        async def deny(request: Any, context: Context) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+        self._deny = {
+            (False, False): grpc.unary_unary_rpc_method_handler(deny),
+            (False, True): grpc.unary_stream_rpc_method_handler(deny),
+            (True, False): grpc.stream_unary_rpc_method_handler(deny),
+            (True, True): grpc.stream_stream_rpc_method_handler(deny),
+        }
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        presented = _metadata_value(handler_call_details.invocation_metadata, _AUTHORIZATION)
+        if presented is not None and hmac.compare_digest(presented, self._expected):
+            return handler
+        log.warning(
+            "rpc_unauthenticated",
+            method=handler_call_details.method,
+            token="missing" if presented is None else "wrong",
+            token_file=str(self.token_file),
+        )
+        if handler is None:  # an unknown method: the caller learns nothing before it authenticates
+            return self._deny[(False, False)]
+        return self._deny[(handler.request_streaming, handler.response_streaming)]
+
+
 class RpcServer:
     """The socket's life: ``claim`` (refuse if another daemon serves it), ``serve``, ``start``, ``stop``.
 
     The gRPC server itself is made in ``start``: a daemon that fails before serving has no server
     to shut down (an unstopped grpc.aio server left for the garbage collector schedules its
     shutdown on a closed event loop). ``close`` undoes whatever was done, at any point.
+
+    ``local_file`` is the file the shim finds the daemon by, and the DEL spool lives beside it:
+    the Unix socket, or with TCP the token file. The daemon prepares its directory
+    (``local_variable`` names the setting).
     """
 
-    def __init__(self, service: IpamService | None, socket_path: str, metrics: Metrics | None = None) -> None:
-        self.path = Path(socket_path)
+    def __init__(
+        self,
+        service: IpamService | None,
+        socket_path: str,
+        metrics: Metrics | None = None,
+        *,
+        token_file: str | None = None,
+    ) -> None:
+        self.address = socket_path
+        self.tcp = tcp_endpoint(socket_path)
+        if self.tcp is not None and token_file is None:
+            raise ValueError("a tcp:// IPAMD_SOCKET needs a token file")
+        self.token_file = Path(token_file) if self.tcp is not None and token_file is not None else None
+        self.path = Path(socket_path)  # the Unix socket; with TCP unused
+        self.local_file = self.token_file if self.token_file is not None else self.path
+        self.local_variable = "IPAMD_TOKEN_FILE" if self.tcp is not None else "IPAMD_SOCKET"
         self.metrics = metrics
         self.service = service
         self.server: grpc.aio.Server | None = None
@@ -182,29 +286,67 @@ class RpcServer:
         self.claimed = False
         self.bound = False  # the socket file is ours to remove only once we made it
 
+    @classmethod
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> RpcServer:
+        token_file = settings.ipamd_token_file or str(Path(settings.checkpoint_path).parent / TOKEN_FILENAME)
+        return cls(None, settings.ipamd_socket, metrics, token_file=token_file)
+
     def claim(self) -> None:
-        _claim_socket_path(self.path)
+        if self.tcp is not None:
+            _claim_tcp_port(self.address, *self.tcp)
+        else:
+            _claim_socket_path(self.path)
         self.claimed = True
 
     def serve(self, service: IpamService) -> None:
         self.service = service
 
     def remove_socket(self) -> None:
-        if self.bound:
+        if self.bound and self.tcp is None:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+
+    def _new_token(self) -> str:
+        """A fresh token, on disk (0600, atomically) before the port is bound. The file is left at
+        stop: the next start replaces it, and no daemon accepts the old token any more."""
+        assert self.token_file is not None
+        token = secrets.token_hex(32)
+        try:
+            durable.write_atomic(self.token_file, token.encode("ascii"), mode=0o600)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError(
+                "IPAMD_TOKEN_FILE", str(self.token_file), f"a file the daemon can write ({reason})"
+            ) from None
+        return token
 
     async def start(self) -> None:
         if not self.claimed:
             self.claim()
+        interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
+        if self.token_file is not None:
+            interceptors.append(TokenInterceptor(self._new_token(), self.token_file))
         server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 << 20)]
+            interceptors=interceptors,
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 << 20)],
         )
         self.server = server
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.service is not None:
             pb_grpc.add_IpamBackendServicer_to_server(IpamServicer(self.service, self.metrics), server)
+        if self.tcp is not None:
+            await self._start_tcp(server, *self.tcp)
+        else:
+            await self._start_unix(server)
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.token_file is not None:
+            log.info("rpc_serving", socket=self.address, token_file=str(self.token_file))
+        else:
+            log.info("rpc_serving", socket=str(self.path))
+
+    async def _start_unix(self, server: grpc.aio.Server) -> None:
         old = os.umask(0o177)  # the socket is born 0600: no window where others can connect
         try:
             try:
@@ -218,9 +360,17 @@ class RpcServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("rpc_serving", socket=str(self.path))
+
+    async def _start_tcp(self, server: grpc.aio.Server, host: str, port: int) -> None:
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            bound = server.add_insecure_port(target)  # that address only: never a wildcard
+        except RuntimeError:
+            bound = 0
+        if bound != port:
+            raise ConfigError("IPAMD_SOCKET", self.address, "a loopback port the daemon can listen on")
+        self.bound = True
+        await server.start()
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let in-flight calls finish (up to ``grace``), remove the socket."""

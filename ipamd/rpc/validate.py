@@ -61,13 +61,18 @@ def network_name(value: str) -> str:
     return value
 
 
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def netns(value: str, *, required: bool) -> str:
     if not value:
         if required:
             raise RequestError("CNI_NETNS", "required, must not be empty")
         return ""
+    if _GUID.fullmatch(value):  # an HCN namespace, as containerd on Windows passes it
+        return value
     if not value.startswith("/") or "\0" in value or len(value) > 4096:
-        raise RequestError("CNI_NETNS", f"{value[:80]!r} must be an absolute path")
+        raise RequestError("CNI_NETNS", f"{value[:80]!r} must be an absolute path or an HCN namespace GUID")
     return value
 
 

@@ -648,8 +648,8 @@ def test_config_check_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
         ),
         (
             "CLOUD_PROVIDER=sim\nDATAPATH=windows\n",
-            "cloud-cni config check: DATAPATH='windows' is invalid: linux or none; "
-            "the windows (HNS) datapath is not part of this build",
+            "cloud-cni config check: HCN_BACKEND='computenetwork' is invalid: computenetwork only on "
+            "Windows nodes; fake runs DATAPATH=windows anywhere (tests, demo)",
         ),
         (
             "CLOUD_PROVIDER=sim\nWARM_IP_TARGET=-1\n",

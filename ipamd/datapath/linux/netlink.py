@@ -144,6 +144,8 @@ def open_netns(path: str) -> int:
     """An fd on the netns at ``path`` (never created: a missing one raises NetnsNotFound)."""
     if not path:
         raise NetnsNotFound("CNI_NETNS is empty")
+    if not path.startswith("/"):  # an HCN namespace GUID means a Windows runtime: not ours
+        raise NetnsNotFound(f"CNI_NETNS {path!r} is not a network namespace path (DATAPATH=linux)")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

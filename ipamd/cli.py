@@ -244,6 +244,12 @@ def make_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the daemon on the simulated cloud through a node story")
     demo.add_argument("--pods", type=int, default=30, help="pods in the scale-up burst (default 30)")
     demo.add_argument("--plot", metavar="FILE.png", help="draw pool size and demand over time")
+    demo.add_argument(
+        "--datapath",
+        choices=("none", "windows"),
+        default="none",
+        help="none (IPAM only, default) or windows (DATAPATH=windows on the fake HCN)",
+    )
     status = sub.add_parser(
         "status",
         help="what the running daemon holds: pool, interfaces, assignments, Kubernetes",
@@ -312,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from ipamd.demo import main as demo_main
 
-        return demo_main(pods=args.pods, plot=args.plot)
+        return demo_main(pods=args.pods, plot=args.plot, datapath=args.datapath)
     raise AssertionError(f"no handler for command {args.command!r}")
 
 

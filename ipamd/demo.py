@@ -7,6 +7,10 @@ network config on stdin, as a container runtime does. The story: a burst scale-u
 then scale-down to idle. Pool size and demand are sampled from the
 introspection endpoint; the table at the end is read from the daemon's own metrics, and the lines
 after it explain the peak from the daemon's effective settings (``/v1/config``) and the pool it held.
+
+``--datapath windows``: the daemon runs DATAPATH=windows against the in-package fake HCN
+(HCN_BACKEND=fake); the demo makes each pod's HCN namespace as containerd on Windows would and passes
+its GUID as CNI_NETNS, removes it after the DEL, and reports the HCN calls per ADD and per DEL.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ class Story:
     counter: int = 0
     idle: Sample | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    hcn: Any = None  # the fake HCN (--datapath windows): namespaces per pod, call counters
+    namespaces: dict[str, str] = field(default_factory=dict)
 
     def say(self, msg: str) -> None:
         print(f"  [{time.monotonic() - self.start:5.1f}s] {msg}", flush=True)
@@ -100,10 +106,15 @@ class Story:
 
     def _shim(self, command: str, cid: str, pod: str) -> subprocess.CompletedProcess[bytes]:
         """Exec the real CNI plugin as a container runtime does: CNI env + network config on stdin."""
+        netns = f"/var/run/netns/{cid}" if command == "ADD" else ""
+        if self.hcn is not None:  # containerd on Windows: the pod's HCN namespace, by GUID
+            if command == "ADD":
+                self.namespaces[cid] = self.hcn.add_namespace()
+            netns = self.namespaces.get(cid, "")
         env = {
             "CNI_COMMAND": command,
             "CNI_CONTAINERID": cid,
-            "CNI_NETNS": f"/var/run/netns/{cid}" if command == "ADD" else "",
+            "CNI_NETNS": netns,
             "CNI_IFNAME": "eth0",
             "CNI_PATH": str(self.shim.parent),
             "CNI_ARGS": ";".join(
@@ -142,6 +153,9 @@ class Story:
         if done.returncode != 0:
             self.failures += 1
             self.errors.append(done.stdout.decode(errors="replace").strip())
+        namespace = self.namespaces.pop(cid, None)
+        if namespace is not None:
+            self.hcn.remove_namespace(namespace)  # containerd removes the pod's namespace
 
     def config(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.url + "/v1/config", timeout=5) as r:
@@ -181,7 +195,7 @@ def _cloud_calls(metrics_url: str) -> int:
     )
 
 
-def main(pods: int = 30, plot: str | None = None) -> int:
+def main(pods: int = 30, plot: str | None = None, datapath: str = "none") -> int:
     with tempfile.TemporaryDirectory(prefix="cloud-cni-demo-") as tmp:
         port, metrics_port = _free_port(), _free_port()
         env = dict(os.environ)
@@ -193,13 +207,21 @@ def main(pods: int = 30, plot: str | None = None) -> int:
             METRICS_BIND=f"127.0.0.1:{metrics_port}",
             LOG_LEVEL="info",
         )
+        if datapath == "windows":
+            env.update(DATAPATH="windows", HCN_BACKEND="fake", HCN_FAKE_STATE=f"{tmp}/run/hcn-fake.json")
         log_path = Path(tmp) / "ipamd.log"
         kind = DEMO_ENV["SIM_INSTANCE_TYPE"]
-        print(f"cloud-cni demo: the daemon on the simulated cloud ({kind} limits, prefix delegation)")
+        where = " on a Windows node (the fake HCN)" if datapath == "windows" else ""
+        print(f"cloud-cni demo: the daemon on the simulated cloud ({kind} limits, prefix delegation){where}")
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen([sys.executable, "-m", "ipamd"], env=env, stderr=log_file)
         try:
-            story = _run_story(proc, f"http://127.0.0.1:{port}", env["IPAMD_SOCKET"], pods, log_path)
+            hcn = None
+            if datapath == "windows":
+                from ipamd.datapath.windows.fake import FakeHcn
+
+                hcn = FakeHcn(env["HCN_FAKE_STATE"])
+            story = _run_story(proc, f"http://127.0.0.1:{port}", env["IPAMD_SOCKET"], pods, log_path, hcn=hcn)
             if story is None:
                 return 1
             return _report(story, f"http://127.0.0.1:{metrics_port}/metrics", plot)
@@ -210,7 +232,7 @@ def main(pods: int = 30, plot: str | None = None) -> int:
 
 
 def _run_story(
-    proc: subprocess.Popen[bytes], url: str, socket_path: str, pods: int, log_path: Path
+    proc: subprocess.Popen[bytes], url: str, socket_path: str, pods: int, log_path: Path, *, hcn: Any = None
 ) -> Story | None:
     deadline = time.monotonic() + 30
     while True:
@@ -235,7 +257,7 @@ def _run_story(
             "logFile": str(log_path.parent / "shim.log"),
         }
     ).encode()
-    story = Story(url=url, shim=shim, netconf=netconf)
+    story = Story(url=url, shim=shim, netconf=netconf, hcn=hcn)
     story.settings = story.config()
     stop = threading.Event()
     sampler = threading.Thread(target=story.sample_forever, args=(stop,), daemon=True)
@@ -277,6 +299,10 @@ def _report(story: Story, metrics_url: str, plot: str | None) -> int:
         ("peak addresses held", str(peak.total if peak else 0)),
         ("idle addresses held", str(story.idle.total if story.idle else "-")),
     ]
+    if story.hcn is not None:
+        calls, held = story.hcn.counters(), story.hcn.snapshot()
+        rows.append(("HCN calls", ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))))
+        rows.append(("HCN networks / endpoints left", f"{len(held['networks'])} / {len(held['endpoints'])}"))
     width = max(len(k) for k, _ in rows)
     print()
     for k, v in rows:

@@ -37,6 +37,8 @@ def win(tmp_path: Path) -> Iterator[DaemonProcess]:
         WARM_IP_TARGET="4",
         MINIMUM_IP_TARGET="4",
         EXCLUDE_SNAT_CIDRS="192.0.2.0/24",
+        IP_COOLDOWN_PERIOD="1",
+        POOL_RELEASE_DELAY="1",
         SERVICE_CIDRS="172.20.0.0/16",
     )
     d = DaemonProcess(dir=tmp_path, env=env)
@@ -141,6 +143,9 @@ def test_thirty_pods_across_interfaces(win: DaemonProcess) -> None:
     for cid, ns in namespaces.items():
         assert shim("DEL", netconf(win.socket), cid=cid, netns=ns).code == 0
     assert endpoints(f) == []
+    # The pool shrinks back and detaches the interfaces it no longer needs: their networks go.
+    pool = win.wait_pool(lambda p: len(p["interfaces"]) == 1, timeout=60)
+    assert [n["Name"] for n in networks(f)] == [f"cloud-cni-{pool['interfaces'][0]['id']}"]
     assert_trace_follows_hcsshim(win)
 
 

@@ -167,6 +167,7 @@ class WindowsDatapath:
         self._network_cidrs: tuple[str, ...] = ()
         self._networks: dict[InterfaceId, str] = {}  # interface -> HCN network ID
         self._endpoints: dict[AttachmentKey, str] = {}  # attachment -> HCN endpoint ID
+        self._unwanted: dict[InterfaceId, str] = {}  # networks of detached interfaces not yet deleted
         self._network_lock = asyncio.Lock()
         self._sweeping = asyncio.Lock()
         self._wiring = 0
@@ -400,19 +401,29 @@ class WindowsDatapath:
             raise _error(f"network {name}", exc) from None
 
     async def _remove_networks(self, held: Sequence[InterfaceView]) -> None:
-        """Networks of interfaces no longer held go once no endpoint is left on them."""
+        """Networks of interfaces no longer held go once no endpoint is left on them; one HCN refuses
+        to delete (an endpoint still on it) is tried again at the next sync."""
         keep = {documents.network_name(v.id) for v in held}
         for interface_id in [i for i in self._networks if documents.network_name(i) not in keep]:
-            network_id = self._networks.pop(interface_id)
-            await self._run(self._delete_network, network_id, documents.network_name(interface_id))
+            self._unwanted[interface_id] = self._networks.pop(interface_id)
+        for interface_id, network_id in list(self._unwanted.items()):
+            if documents.network_name(interface_id) in keep:  # attached again meanwhile
+                del self._unwanted[interface_id]
+                continue
+            if await self._run(self._delete_network, network_id, documents.network_name(interface_id)):
+                del self._unwanted[interface_id]
 
-    def _delete_network(self, network_id: str, name: str) -> None:
+    def _delete_network(self, network_id: str, name: str) -> bool:
+        """Delete a network; True once it is gone."""
         try:
             self.client.call("delete_network", network_id, doc=None)
             log.info("hcn_network_deleted", network=name, id=network_id)
+            return True
         except HcnError as exc:
-            if not exc.not_found:
-                log.warning("hcn_network_delete_failed", network=name, error=str(exc))
+            if exc.not_found:
+                return True
+            log.warning("hcn_network_delete_failed", network=name, error=str(exc))
+            return False
 
     # --- leftovers -------------------------------------------------------------------------------
 

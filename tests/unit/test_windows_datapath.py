@@ -76,6 +76,22 @@ def test_the_second_add_on_an_interface_makes_two_hcn_calls(tmp_path: Path) -> N
     asyncio.run(run())
 
 
+def test_a_network_hns_lost_is_made_again_by_the_next_add(tmp_path: Path) -> None:
+    async def run() -> None:
+        fake = FakeHcn(tmp_path / "hcn.json")
+        dp = WindowsDatapath(fake)
+        await dp.start(lambda: [ETH0], ("10.0.0.0/16",), ())
+        [network] = fake.snapshot()["networks"]
+        fake.delete_network(network["ID"])  # HNS restarted: non-persistent networks are gone
+        await dp.add_pod(pod(3, ETH0, fake.add_namespace()))
+        [again] = fake.snapshot()["networks"]
+        assert again["Name"] == "cloud-cni-eni-0" and again["ID"] != network["ID"]
+        assert len(fake.snapshot()["endpoints"]) == 1
+        dp.close()
+
+    asyncio.run(run())
+
+
 def test_an_address_hcn_would_refuse_is_a_datapath_error_before_any_call(tmp_path: Path) -> None:
     async def run() -> None:
         fake = FakeHcn(tmp_path / "hcn.json")

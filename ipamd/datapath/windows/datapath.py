@@ -38,7 +38,7 @@ import structlog
 
 from ipamd.datapath.base import PodWiring
 from ipamd.datapath.windows import documents
-from ipamd.datapath.windows.hcn import Document, Hcn, HcnError, HcnTimeout
+from ipamd.datapath.windows.hcn import HCN_E_NETWORK_NOT_FOUND, Document, Hcn, HcnError, HcnTimeout
 from ipamd.errors import DatapathError, NetnsNotFound
 from ipamd.pool.model import Assignment, AttachmentKey, InterfaceId, InterfaceView
 
@@ -236,7 +236,14 @@ class WindowsDatapath:
             self._wiring += 1
             self._no_wiring.clear()
         try:
-            endpoint = await self._run(self._create_and_attach, network_id, name, doc, namespace)
+            try:
+                endpoint = await self._run(self._create_and_attach, network_id, name, doc, namespace)
+            except _NetworkGone:  # HNS lost it (restarted): make it again, once
+                if self._networks.get(view.id) == network_id:
+                    del self._networks[view.id]
+                network_id = await self._network(view)
+                doc = {**doc, "HostComputeNetwork": network_id}
+                endpoint = await self._run(self._create_and_attach, network_id, name, doc, namespace)
         finally:
             self._wiring -= 1
             if self._wiring == 0:
@@ -253,6 +260,8 @@ class WindowsDatapath:
         try:
             endpoint = self._create_endpoint(network_id, name, doc)
         except HcnError as exc:
+            if exc.hresult == HCN_E_NETWORK_NOT_FOUND:
+                raise _NetworkGone(network_id) from None
             self._remove_by_name(name)  # a create that timed out or errored may still have made it
             raise _error("create endpoint", exc) from None
         endpoint_id = str(endpoint["ID"])
@@ -465,6 +474,10 @@ class WindowsDatapath:
 _NAMESPACE_MISSING = frozenset({0x803B0027, 0x80070490})  # GCN_E_NETCOMPARTMENT_NOT_FOUND, Element not found
 _NOT_ATTACHED = frozenset({0x803B0034})  # HCN_E_ENDPOINT_NOT_ATTACHED
 _NAME_TAKEN = frozenset({0x803B0013, 0x803B0010})  # HCN_E_PORT_ALREADY_EXISTS, _NETWORK_ALREADY_EXISTS
+
+
+class _NetworkGone(Exception):
+    """The cached network is no longer in HCN (HNS restarted, or someone deleted it)."""
 
 
 def _detaching(doc: Document | None) -> bool:

@@ -225,6 +225,8 @@ def _check_directory(variable: str, value: str, directory: Path, st: os.stat_res
         raise ConfigError(
             variable, value, f"{directory} is not a directory; allowed: a path under a directory"
         )
+    if not hasattr(os, "geteuid"):  # Windows: no POSIX owner or mode; the ACL is deploy/windows' business
+        return
     if st.st_uid not in (0, os.geteuid()):
         raise ConfigError(
             variable,
@@ -331,7 +333,10 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop_event.set)
+            try:
+                loop.add_signal_handler(sig, self.stop_event.set)
+            except NotImplementedError:  # Windows' event loops: a plain handler that wakes the loop
+                signal.signal(sig, lambda *_: loop.call_soon_threadsafe(self.stop_event.set))
         self._started = False
         try:
             async with contextlib.AsyncExitStack() as held:  # released in reverse, also on a failed start
@@ -583,22 +588,33 @@ def hold_lock(checkpoint_path: Path) -> int:
     The lock file stays on disk (removing it would let two daemons lock two different files); the
     lock goes with the descriptor, which the daemon closes when it stops or fails to start.
     """
-    import fcntl
-
     value = str(checkpoint_path)
     prepare_directory("CHECKPOINT_PATH", value, checkpoint_path.parent)
     lock_path = f"{checkpoint_path}.lock"
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError as exc:
         raise _path_failure("CHECKPOINT_PATH", value, f"cannot open its lock file {lock_path}", exc) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock_exclusive(fd)
     except OSError:
         os.close(fd)
         allowed = "a checkpoint no other running daemon holds (it is locked)"
         raise ConfigError("CHECKPOINT_PATH", value, allowed) from None
     return fd
+
+
+def _lock_exclusive(fd: int) -> None:
+    """Lock ``fd`` for this process or raise OSError at once: flock(2), or on Windows (no fcntl) a
+    byte-range lock on the first byte, which the system also drops when the process ends."""
+    try:
+        import fcntl
+    except ImportError:
+        import msvcrt  # type: ignore[import-not-found,unused-ignore]
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def introspection_routes(

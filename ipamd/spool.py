@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from ipamd import durable
 from ipamd.errors import CloudCniError
 from ipamd.metrics import Metrics
 from ipamd.requests import Call
@@ -126,9 +127,5 @@ async def drain(service: DelApplier, socket_path: str, *, metrics: Metrics | Non
         applied += 1
         log.info("spooled_del_applied", container_id=call.key.container_id, ifname=call.key.ifname)
     if applied:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        durable.fsync_directory(directory)  # a no-op where directories cannot be fsynced (Windows)
     return applied

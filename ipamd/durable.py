@@ -15,7 +15,8 @@ from pathlib import Path
 
 __all__ = ["fsync_directory", "write_atomic"]
 
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+# O_BINARY: on Windows an fd is text mode without it, and every "\n" written would become "\r\n".
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
 def fsync_directory(directory: Path) -> None:

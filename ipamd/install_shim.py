@@ -27,12 +27,19 @@ fsynced, and renamed into place; a tree is never modified once it has its name. 
 rename of ``cloud-cni`` over the old plugin file, so an exec sees the old plugin and its tree or the new
 one and its tree. The previous tree is kept (a plugin exec'd just before the switch may still be
 starting in it); older ones are removed.
+
+On Windows (``sys.platform == "win32"``) the plugin is ``<cni_bin_dir>\\cloud-cni.exe``, distlib's
+console launcher followed by a shebang line and a zip archive, and the tree has the layout of a
+Windows installation (python.exe, python3X.dll, Lib\\, DLLs\\): the section at the end of this
+module, and docs/shim.md "On Windows: cloud-cni.exe and its runtime".
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
+import io
 import os
 import py_compile
 import re
@@ -41,8 +48,10 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from ipamd import durable, elf
@@ -103,16 +112,16 @@ sys.exit(main())
 
 @dataclass(frozen=True)
 class Installed:
-    plugin: Path  # <cni_bin_dir>/cloud-cni
+    plugin: Path  # <cni_bin_dir>/cloud-cni (Windows: cloud-cni.exe)
     tree: Path  # the runtime tree it runs, under runtime_dir
-    host_tree: PurePosixPath  # the same tree as the node sees it
+    host_tree: PurePath  # the same tree as the node sees it (PureWindowsPath on Windows)
     interpreter: Path
-    wrapper: str  # "shebang" or "sh"
+    wrapper: str  # "shebang" or "sh"; "exe" on Windows (distlib's launcher)
     relocated: bool  # the copied interpreter's RUNPATH was rewritten to ORIGIN_LIB
     python: str  # e.g. 3.11.7
     size: int  # bytes in the tree
     files: int
-    glibc: str  # oldest glibc the tree runs on, e.g. "2.34"
+    glibc: str  # oldest glibc the tree runs on, e.g. "2.34"; "" on Windows
     reused: bool  # the tree was already there, complete
     removed: tuple[str, ...]  # older trees deleted
     conflist: Path | None
@@ -129,8 +138,20 @@ class _Python:
     relocatable: bool  # its copy can be made to: RUNPATH rewritten in place to ORIGIN_LIB
 
 
+def _base_executable() -> Path:
+    """The interpreter itself, not a venv's (on Windows a venv's python.exe is a redirector)."""
+    return Path(os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable))
+
+
+def _full_version() -> str:
+    v = sys.version_info
+    return f"{v.major}.{v.minor}.{v.micro}" + (
+        "" if v.releaselevel == "final" else f"{v.releaselevel[0]}{v.serial}"
+    )
+
+
 def _this_python() -> _Python:
-    exe = Path(os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable))
+    exe = _base_executable()
     data = exe.read_bytes()
     if not data.startswith(elf.MAGIC):
         raise InstallError(f"{exe} is not an ELF binary (a wrapper script?): run with the real interpreter")
@@ -140,9 +161,7 @@ def _this_python() -> _Python:
         raise InstallError(f"cannot read the interpreter {exe}: {exc}") from None
     soname = next((n for n in dynamic.needed if n.startswith("libpython")), None)
     v = sys.version_info
-    full = f"{v.major}.{v.minor}.{v.micro}" + (
-        "" if v.releaselevel == "final" else f"{v.releaselevel[0]}{v.serial}"
-    )
+    full = _full_version()
     origin = {p.replace("${ORIGIN}", "$ORIGIN").rstrip("/") for p in dynamic.runpath}
     return _Python(
         executable=exe,
@@ -222,22 +241,33 @@ def _under(path: str, root: str) -> bool:
     return PurePosixPath(path).is_relative_to(root)
 
 
-class _Tree:
-    """A runtime tree being built: every file written once, its digest kept for the tree's name."""
+# O_BINARY: Windows opens in text mode without it, and write() would turn every \n into \r\n.
+_O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
-    def __init__(self, root: Path) -> None:
+
+class _Tree:
+    """A runtime tree being built: every file written once, its digest kept for the tree's name.
+
+    ``sync``: fsync each file as it is written (Windows, where a file opened read-only cannot be
+    fsync'd later); otherwise ``_sync_tree`` does it in one pass."""
+
+    def __init__(self, root: Path, *, sync: bool = False) -> None:
         self.root = root
+        self.sync = sync
         self.digests: dict[str, str] = {}
 
     def put(self, rel: str, data: bytes, mode: int = 0o644) -> Path:
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        fd = os.open(path, _O_NEW, mode)
         try:
-            os.fchmod(fd, mode)  # exact, whatever the umask
+            if hasattr(os, "fchmod"):  # not on Windows (before 3.13), where modes mean little
+                os.fchmod(fd, mode)  # exact, whatever the umask
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            if self.sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         self.digests[rel] = hashlib.sha256(data).hexdigest()
@@ -336,9 +366,9 @@ def _check_libraries(tree: _Tree, python: _Python) -> str:
     return ".".join(map(str, max(floors, default=(0,))))
 
 
-def _finish(tree: _Tree, host: PurePosixPath, python: _Python) -> None:
+def _finish(tree: _Tree, host: PurePath, site: str = "lib/site") -> None:
     """Write the entry script and the bytecode; they name the tree's path on the node."""
-    tree.put("cloud-cni.py", _ENTRY.format(site=str(host / "lib/site")).encode())
+    tree.put("cloud-cni.py", _ENTRY.format(site=str(host / site)).encode())
     for rel in sorted(r for r in tree.digests if r.endswith(".py") and r != "cloud-cni.py"):
         source = tree.root / rel
         cache = Path(_cache_path(str(source)))
@@ -389,15 +419,20 @@ def _probe_as_plugin(tree: Path, version: str, kind: str) -> _Report:
 def _verify(tree: Path, python: _Python, kind: str, expected: _Report) -> None:
     """Run the tree's interpreter as the plugin will run; everything must come from the tree."""
     tree = Path(os.path.abspath(tree))
+    _check_copy(tree, _probe_as_plugin(tree, python.version, kind), expected)
+
+
+def _check_copy(tree: Path, found: _Report, expected: _Report) -> None:
+    """What the copy reported (``found``) must all come from ``tree`` and be what the original
+    loaded. Paths compare as the OS compares them (case-insensitively on Windows)."""
     root = os.path.realpath(tree)
-    found = _probe_as_plugin(tree, python.version, kind)
     for key, prefix in (("prefix", found.prefix), ("exec_prefix", found.exec_prefix)):
-        if os.path.realpath(prefix) != root:
+        if os.path.normcase(os.path.realpath(prefix)) != os.path.normcase(root):
             raise InstallError(
                 f"the copied interpreter's {key} is {prefix}, not {root}: a landmark is missing"
             )
-    outside = [f for _, f in found.loaded if not _under(os.path.realpath(f), root)]
-    outside += [f for f in found.libpython if not _under(os.path.realpath(f), root)]
+    outside = [f for _, f in found.loaded if not Path(os.path.realpath(f)).is_relative_to(root)]
+    outside += [f for f in found.libpython if not Path(os.path.realpath(f)).is_relative_to(root)]
     if outside:
         raise InstallError(f"the copied runtime loads files from outside {root}: {outside}")
     names = {n for n, _ in found.loaded}
@@ -409,7 +444,7 @@ def _verify(tree: Path, python: _Python, kind: str, expected: _Report) -> None:
 def _sync_tree(root: Path) -> None:
     for directory, _dirs, files in os.walk(root, topdown=False):
         for name in files:
-            fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             try:
                 os.fsync(fd)
             finally:
@@ -511,8 +546,18 @@ def install(
 
     ``host_runtime_dir`` is ``runtime_dir`` as the node sees it (default: the same path). With
     ``conflist`` and ``cni_conf_dir``, the network configuration is installed too, after the plugin.
-    ``shim_dir`` is the shim package to install (default: the importable ``shim``).
+    ``shim_dir`` is the shim package to install (default: the importable ``shim``). On Windows the
+    plugin is ``cloud-cni.exe`` and its runtime a Windows one (``_install_windows``).
     """
+    if sys.platform == "win32":
+        return _install_windows(
+            runtime_dir=runtime_dir,
+            cni_bin_dir=cni_bin_dir,
+            host_runtime_dir=host_runtime_dir,
+            conflist=conflist,
+            cni_conf_dir=cni_conf_dir,
+            shim_dir=shim_dir,
+        )
     runtime = Path(runtime_dir)
     bin_dir = Path(cni_bin_dir)
     host = PurePosixPath(os.fspath(host_runtime_dir if host_runtime_dir is not None else runtime_dir))
@@ -542,7 +587,7 @@ def install(
         target = runtime / tag
         reused = target.is_dir() and _verifies(target, python, kind, expected)
         if not reused:
-            _finish(tree, host / tag, python)
+            _finish(tree, host / tag)
             _verify(stage, python, kind, expected)
             _sync_tree(stage)
             if target.exists():  # present but broken: move it aside, it goes with the stale trees
@@ -590,13 +635,395 @@ def _verifies(tree: Path, python: _Python, kind: str, expected: _Report) -> bool
 def describe(done: Installed) -> list[str]:
     """What the init container prints (kubectl logs -c install-cni)."""
     how = f"{done.wrapper}, RUNPATH {ORIGIN_LIB}" if done.relocated else done.wrapper
+    if done.wrapper == "exe":
+        how = "distlib's console launcher"
+    needs = f"; the node needs glibc {done.glibc} or newer" if done.glibc else ""
     lines = [
         f"installed {done.plugin} ({how}): Python {done.python} in {done.host_tree}, "
-        f"{done.files} files, {done.size / 1e6:.1f} MB{' (already there)' if done.reused else ''}; "
-        f"the node needs glibc {done.glibc} or newer"
+        f"{done.files} files, {done.size / 1e6:.1f} MB{' (already there)' if done.reused else ''}{needs}"
     ]
     if done.conflist is not None:
         lines.append(f"installed {done.conflist}")
     if done.removed:
         lines.append(f"removed older runtimes: {', '.join(done.removed)}")
     return lines
+
+
+# --- Windows ------------------------------------------------------------------------------------
+#
+# containerd on Windows execs <cni bin dir>\cloud-cni.exe. Windows has no "#!": the plugin is the
+# console launcher pip itself writes for console scripts on Windows (distlib's t64.exe, vendored in
+# pip), followed by a shebang line and a zip archive, as distlib 0.4.4's ScriptMaker._write_script
+# lays it out (launcher + shebang + zip whose __main__.py runs the entry). The launcher finds the
+# archive's end record, the "#!" line just before the archive, and runs
+# ``"<python.exe>" <arguments> "<its own path>" <its arguments>`` as a child in a job object,
+# passing stdin/stdout/stderr, the environment and the exit code through (distlib PC/launcher.c).
+#
+# The arguments name the tree's entry script (``-I -S -X utf8 "<tree>\cloud-cni.py"``), so Python
+# runs that file and never opens the archive: run as a zip application, the same shim starts through
+# runpy and zipimport, which load 10 more stdlib modules and cost ~5.5 ms more per exec (measured on
+# Linux, python -I -S, 60 runs). The archive's __main__.py is the same entry, so the exe also works
+# as ``python.exe cloud-cni.exe``.
+#
+# Tree (``runtime_dir\<version>-<hash>\``), the layout of a Windows installation, where getpath
+# finds the prefix by the landmark Lib\os.py beside python3X.dll and puts DLLs\ and Lib\ on sys.path:
+#
+#     python.exe, python3X.dll, vcruntime140.dll, vcruntime140_1.dll (when beside python.exe)
+#     Lib\os.py, Lib\encodings\... (the stdlib files the shim loads, with __pycache__)
+#     DLLs\_socket.pyd ... (the extension modules it loads)
+#     site\shim\...
+#     cloud-cni.py (the entry: sys.path, then shim.main.main())
+
+WINDOWS_PLUGIN = "cloud-cni.exe"
+# Windows' MAX_PATH: the launcher reads that many bytes before the archive to find "#!", and decodes
+# the line into a buffer of that many characters.
+WINDOWS_SHEBANG_MAX = 260
+# A drive path of plain names (spaces allowed inside a name): it goes into the shebang line, quoted;
+# no '"', and no "#!" that the launcher would take for the start of the line.
+WINDOWS_SAFE_PATH = re.compile(r"^[A-Za-z]:(?:\\[A-Za-z0-9._+()-]+(?: [A-Za-z0-9._+()-]+)*)+$")
+# distlib's console launchers, by sysconfig.get_platform() (distlib's ScriptMaker._get_launcher).
+LAUNCHERS = {"win-amd64": "t64.exe", "win-arm64": "t64-arm.exe", "win32": "t32.exe"}
+_VCRUNTIME = ("vcruntime140.dll", "vcruntime140_1.dll")  # what python3X.dll links beyond the OS
+
+# _PROBE for Windows: no /proc; python3X.dll is the module sys.dllhandle names. The site directory is
+# the last argument: run through the launcher, the launcher's own path comes before it.
+_WINDOWS_PROBE = r"""
+import sys
+sys.dont_write_bytecode = True
+sys.path.insert(0, sys.argv[-1])
+import shim.main
+loaded = []
+for name, module in list(sys.modules.items()):
+    origin = getattr(getattr(module, "__spec__", None), "origin", None)
+    if origin not in (None, "built-in", "frozen"):
+        loaded.append((name, origin))
+import _winapi
+stdlib = sys.modules["encodings"].__spec__.origin.rpartition("\\")[0].rpartition("\\")[0]
+print(repr({
+    "loaded": sorted(loaded),
+    "prefix": sys.prefix,
+    "exec_prefix": sys.exec_prefix,
+    "stdlib": stdlib,
+    "dynload": [p for p in sys.path if p.rstrip("\\").lower().endswith("\\dlls")],
+    "libpython": [_winapi.GetModuleFileName(sys.dllhandle)],
+}))
+"""
+
+
+def windows_host_path(text: str) -> PureWindowsPath:
+    """``host_runtime_dir`` on Windows: a drive path of plain names (either separator)."""
+    path = PureWindowsPath(text)
+    if not WINDOWS_SAFE_PATH.match(str(path)):
+        raise InstallError(
+            f"host runtime dir {text!r}: on Windows a drive path (C:\\...) of letters, digits, "
+            "spaces and ._+-() only"
+        )
+    return path
+
+
+def windows_shebang(python: PureWindowsPath, script: PureWindowsPath | None = None) -> bytes:
+    """The line distlib's launcher reads: the interpreter, quoted, then its arguments (the FLAGS,
+    then the script to run, quoted), ended by CRLF (the launcher stops at CR or LF).
+
+    The launcher takes the executable to end at the first ".exe" followed by a quote, a space or
+    the end, and the line to start at the last "#!" in the 260 bytes before the archive."""
+    paths = [str(python)] + ([str(script)] if script is not None else [])
+    line = f'#!"{python}" {" ".join(FLAGS)}' + (f' "{script}"' if script is not None else "")
+    raw = (line + "\r\n").encode("ascii", "replace")
+    problem = None
+    if not str(python).lower().endswith(".exe") or ".exe" in str(python.parent).lower():
+        problem = "the interpreter must be a .exe, the only one in its path"
+    elif any(not p.isascii() or any(c in p for c in '"\r\n') or "#!" in p for p in paths):
+        problem = "a path holds a quote, a line break, '#!' or a character that is not ASCII"
+    elif len(raw) > WINDOWS_SHEBANG_MAX:
+        problem = f"{len(raw)} bytes, the launcher reads at most {WINDOWS_SHEBANG_MAX}"
+    if problem:
+        raise InstallError(f"cannot write the launcher's #! line {line!r}: {problem}")
+    return raw
+
+
+def windows_exe(launcher: bytes, shebang: bytes, main: str) -> bytes:
+    """``cloud-cni.exe``: the launcher, the shebang line, a zip archive holding ``__main__.py``.
+
+    The archive is built on its own, so its offsets count from its first byte, as distlib builds it;
+    the launcher finds it from its end record. Stored, not deflated (zipimport then needs no zlib),
+    with a fixed timestamp: the same tree gives the same bytes."""
+    if not launcher.startswith(b"MZ"):
+        raise InstallError("the launcher is not a Windows executable (no MZ header)")
+    if not shebang.startswith(b"#!") or not shebang.endswith(b"\n"):
+        raise InstallError(f"not a shebang line: {shebang[:80]!r}")
+    stream = io.BytesIO()
+    with zipfile.ZipFile(stream, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("__main__.py", date_time=(1980, 1, 1, 0, 0, 0)), main.encode())
+    return launcher + shebang + stream.getvalue()
+
+
+def launcher_dirs() -> list[Path]:
+    """Where distlib's launchers are: an installed distlib, then the copy pip vendors (pip's wheel
+    carries the Windows launchers on every platform). Found without importing either."""
+    import importlib.util
+
+    dirs = []
+    for package, sub in (("distlib", ""), ("pip", "_vendor/distlib")):
+        spec = importlib.util.find_spec(package)
+        for location in (spec.submodule_search_locations or []) if spec is not None else []:
+            dirs.append(Path(location, sub))
+    return dirs
+
+
+def windows_launcher(dirs: Iterable[Path], platform: str) -> bytes:
+    """The bytes of distlib's console launcher for ``platform`` (``sysconfig.get_platform()``)."""
+    name = LAUNCHERS.get(platform)
+    if name is None:
+        raise InstallError(f"no console launcher for platform {platform!r} (distlib has {sorted(LAUNCHERS)})")
+    looked = []
+    for directory in dirs:
+        path = directory / name
+        looked.append(str(path))
+        if path.is_file():
+            data = path.read_bytes()
+            if not data.startswith(b"MZ"):
+                raise InstallError(f"{path} is not a Windows executable (no MZ header)")
+            return data
+    raise InstallError(
+        f"distlib's console launcher {name}, which cloud-cni.exe is built on, is not in "
+        f"{', '.join(looked) or 'any place: neither distlib nor pip is installed'}: install pip (it "
+        "vendors distlib and its launchers) or distlib in the image that runs install-shim"
+    )
+
+
+def _windows_tree_files(
+    loaded: Iterable[tuple[str, str]],
+    stdlib: str,
+    dlls_dir: str,
+    *,
+    site: str,
+    executable: str,
+    libpython: str,
+    beside: Iterable[str] = (),
+) -> dict[str, str]:
+    """Where each file of a Windows runtime tree comes from: {path in the tree: source}.
+
+    ``loaded`` is what the probe saw loaded from files; modules under ``site`` (the shim) are the
+    tree's own. ``beside`` lists the names in python.exe's directory, for the C runtime DLLs.
+    Paths compare as Windows compares them, case-insensitively."""
+    exe = PureWindowsPath(executable)
+    files = {"python.exe": str(exe), PureWindowsPath(libpython).name: libpython}
+    for name in sorted(beside):
+        if name.lower() in _VCRUNTIME:
+            files[name] = str(exe.parent / name)
+    files["Lib/os.py"] = str(PureWindowsPath(stdlib, "os.py"))  # getpath's landmark for the prefix
+    for module, origin in sorted(loaded):
+        path = PureWindowsPath(origin)
+        if path.is_relative_to(site):
+            continue
+        if path.is_relative_to(dlls_dir):  # first: it may lie under the stdlib, as lib-dynload does
+            rel = f"DLLs/{path.relative_to(dlls_dir).as_posix()}"
+        elif path.is_relative_to(stdlib):
+            rel = f"Lib/{path.relative_to(stdlib).as_posix()}"
+        else:
+            raise InstallError(
+                f"the shim loads {module} from {origin}, outside the standard library ({stdlib}, {dlls_dir})"
+            )
+        files.setdefault(rel, origin)
+    return files
+
+
+def _windows_env() -> dict[str, str]:
+    """What a probe gets of the environment: Winsock does not start without SYSTEMROOT (WinError
+    10106 when _socket is imported). containerd passes the plugin its own environment, which has it."""
+    return {"SYSTEMROOT": os.environ.get("SYSTEMROOT", "C:\\Windows")}
+
+
+def _windows_probe(argv: list[str], script: Path, site: Path, who: str) -> _Report:
+    """Run ``_WINDOWS_PROBE`` from ``script`` with ``argv`` before it (an interpreter and its
+    flags, or a probe exe whose shebang names ``script``)."""
+    script.write_text(_WINDOWS_PROBE)
+    return _run_probe([*argv, str(site)], _windows_env(), who)
+
+
+def _windows_verify(tree: Path, launcher: bytes, expected: _Report) -> None:
+    """Run ``_WINDOWS_PROBE`` in ``tree`` as containerd runs the plugin: an exe of the same launcher
+    whose shebang names the tree's python.exe and the probe. Everything must come from the tree."""
+    tree = Path(os.path.abspath(tree))
+    check = tree.parent / f".check-{os.getpid()}"
+    shutil.rmtree(check, ignore_errors=True)
+    check.mkdir()
+    try:
+        script = check / "probe.py"
+        python = PureWindowsPath(tree / "python.exe")
+        try:
+            shebang = windows_shebang(python, PureWindowsPath(script))
+        except InstallError:  # this container's path, not the node's: run what the launcher would
+            argv = [str(python), *FLAGS, str(script)]
+        else:
+            exe = check / "probe.exe"
+            exe.write_bytes(windows_exe(launcher, shebang, _WINDOWS_PROBE))
+            argv = [str(exe)]
+        found = _windows_probe(argv, script, tree / "site", f"the plugin for {tree}")
+    finally:
+        shutil.rmtree(check, ignore_errors=True)
+    _check_copy(tree, found, expected)
+
+
+def _windows_current_tag(plugin: Path, host: PureWindowsPath) -> str | None:
+    """The tree the installed cloud-cni.exe runs, if it is one of ours: named in its shebang."""
+    try:
+        data = plugin.read_bytes()
+    except OSError:
+        return None
+    match = re.search(re.escape(f'#!"{host}\\') + r'([^\\"]+)\\python\.exe"', data.decode("latin-1"))
+    return match.group(1) if match and TAG.match(match.group(1)) else None
+
+
+def _replace_exe(path: Path, data: bytes) -> None:
+    """Write ``data`` beside ``path`` and rename it over ``path``. Windows refuses to replace an exe
+    that is running (a CNI call in flight) but lets it be renamed: then the running one is moved
+    aside first (distlib does the same), and removed by a later install once it has exited."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o755)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, path)
+        except PermissionError:
+            os.replace(path, path.with_name(f".{path.name}.old-{os.getpid()}"))
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    durable.fsync_directory(path.parent)
+
+
+def _remove_old_exes(bin_dir: Path) -> None:
+    """Plugins moved aside while they ran, and temporary files of installs that died; still running,
+    they stay until the next install."""
+    for entry in bin_dir.glob(f".{WINDOWS_PLUGIN}.*"):
+        if entry.name.startswith((f".{WINDOWS_PLUGIN}.old-", f".{WINDOWS_PLUGIN}.tmp-")):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def _install_windows(
+    *,
+    runtime_dir: str | os.PathLike[str],
+    cni_bin_dir: str | os.PathLike[str],
+    host_runtime_dir: str | os.PathLike[str] | None,
+    conflist: str | os.PathLike[str] | None,
+    cni_conf_dir: str | os.PathLike[str] | None,
+    shim_dir: str | os.PathLike[str] | None,
+) -> Installed:
+    """``install`` on Windows: the tree above and ``<cni_bin_dir>\\cloud-cni.exe``."""
+    runtime = Path(os.path.abspath(runtime_dir))  # the probe's module paths are absolute
+    bin_dir = Path(cni_bin_dir)
+    host = windows_host_path(os.fspath(host_runtime_dir if host_runtime_dir is not None else runtime_dir))
+    if (conflist is None) != (cni_conf_dir is None):
+        raise InstallError("--conflist and --cni-conf-dir go together")
+    conf = _read_conflist(Path(conflist)) if conflist is not None else None
+    if not bin_dir.is_dir():
+        raise InstallError(f"CNI bin dir {bin_dir} does not exist")
+    launcher = windows_launcher(launcher_dirs(), sysconfig.get_platform())
+    executable = _base_executable()
+    full = _full_version()
+    longest = host / f"{full}-{'0' * 12}"  # every tree's name has this length
+    windows_shebang(longest / "python.exe", longest / "cloud-cni.py")  # refused before touching anything
+    plugin = bin_dir / WINDOWS_PLUGIN
+
+    runtime.mkdir(parents=True, exist_ok=True)
+    stage = runtime / f".new-{os.getpid()}"
+    probe = runtime / f".check-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        tree = _Tree(stage, sync=True)
+        shim = _shim_source(Path(shim_dir) if shim_dir is not None else None)
+        for source in sorted(shim.rglob("*.py")):
+            relative = source.relative_to(shim)
+            if "__pycache__" not in relative.parts:
+                tree.put(f"site/shim/{relative.as_posix()}", source.read_bytes())
+        shutil.rmtree(probe, ignore_errors=True)
+        probe.mkdir()
+        try:
+            script = probe / "probe.py"
+            argv = [str(executable), *FLAGS, "-B", str(script)]
+            found = _windows_probe(argv, script, stage / "site", str(executable))
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
+        if len(found.dynload) != 1 or len(found.libpython) != 1:
+            raise InstallError(
+                f"expected one DLLs directory on sys.path and one python DLL, found {list(found.dynload)} "
+                f"and {list(found.libpython)}"
+            )
+        if not Path(found.stdlib, "os.py").is_file():
+            raise InstallError(
+                f"{executable} keeps its standard library in {found.stdlib}, not a directory with os.py "
+                "(the embeddable distribution?): install-shim copies from a full installation"
+            )
+        files = _windows_tree_files(
+            found.loaded,
+            found.stdlib,
+            found.dynload[0],
+            site=str(stage / "site"),
+            executable=str(executable),
+            libpython=found.libpython[0],
+            beside=os.listdir(executable.parent),
+        )
+        for rel, source_file in sorted(files.items()):
+            tree.put(
+                rel,
+                Path(source_file).read_bytes(),
+                0o755 if rel.endswith((".exe", ".dll", ".pyd")) else 0o644,
+            )
+        (stage / "DLLs").mkdir(exist_ok=True)  # exec_prefix\DLLs: sys.path's place for extension modules
+        tag = tree.name(full, str(host), "exe", sysconfig.get_platform())
+        target = runtime / tag
+        reused = target.is_dir() and _windows_verifies(target, launcher, found)
+        if not reused:
+            _finish(tree, host / tag, "site")
+            _windows_verify(stage, launcher, found)
+            if target.exists():  # present but broken: move it aside, it goes with the stale trees
+                aside = runtime / f".old-{os.getpid()}"
+                shutil.rmtree(aside, ignore_errors=True)
+                os.rename(target, aside)
+            os.rename(stage, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+    previous = _windows_current_tag(plugin, host)
+    shebang = windows_shebang(host / tag / "python.exe", host / tag / "cloud-cni.py")
+    _replace_exe(plugin, windows_exe(launcher, shebang, _ENTRY.format(site=str(host / tag / "site"))))
+    installed_conf = None
+    if conf is not None and cni_conf_dir is not None and conflist is not None:
+        installed_conf = Path(cni_conf_dir) / Path(conflist).name
+        write_atomic(installed_conf, conf, 0o644)
+    removed = _remove_stale(runtime, {tag} | ({previous} if previous else set()))
+    _remove_old_exes(bin_dir)
+    tree_files = [p for p in target.rglob("*") if p.is_file()]
+    return Installed(
+        plugin=plugin,
+        tree=target,
+        host_tree=host / tag,
+        interpreter=target / "python.exe",
+        wrapper="exe",
+        relocated=False,
+        python=full,
+        size=sum(p.stat().st_size for p in tree_files),
+        files=len(tree_files),
+        glibc="",
+        reused=reused,
+        removed=removed,
+        conflist=installed_conf,
+    )
+
+
+def _windows_verifies(tree: Path, launcher: bytes, expected: _Report) -> bool:
+    try:
+        _windows_verify(tree, launcher, expected)
+    except (InstallError, OSError, subprocess.SubprocessError):
+        return False
+    return True

@@ -12,7 +12,8 @@ code  when
       CNI_NETNS, CNI_ARGS (pair syntax, IgnoreUnknown value, K8S_POD_* values) invalid
 6     stdin is not JSON (bad syntax, not UTF-8, too deeply nested) or not a JSON object
 7     a field of the network configuration missing or invalid (named): cniVersion, name, type,
-      ipamdSocket, ipamdTokenFile, logFile, prevResult, cni.dev/valid-attachments
+      ipamdSocket, ipamdTokenFile, logFile, prevResult, cni.dev/valid-attachments; on Windows an
+      ipamdSocket that is not tcp:// (CPython has no AF_UNIX there)
 ====  ==========================================================================================
 
 Which env vars a verb needs (SPEC.md "Parameters"): ADD and CHECK need CNI_CONTAINERID, CNI_NETNS
@@ -25,9 +26,15 @@ chain. On ADD a prevResult can only come from a misordered conflist and describe
 plugin created: it is ignored (``prev_result`` is None), as the reference "main" plugins do. On DEL
 and CHECK it is this plugin's own ADD result, possibly amended by later plugins: it is passed through
 unchanged to the daemon as JSON text, which tears down and checks from its own allocation record.
+
+Paths (``logFile``, ``ipamdTokenFile``, the DEL spool beside them) follow the platform's syntax:
+``PLATFORM`` (``sys.platform``, read at every call: tests set it to "win32" on Linux) decides
+what is absolute and where a path's parent is (``is_absolute_path``, ``parent_path``, ``join_path``).
 """
 
 from __future__ import annotations
+
+import sys
 
 from shim import jsonlite
 
@@ -93,6 +100,9 @@ _MAX_UNIX_PATH = 107  # sun_path is 108 bytes with its NUL
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _ID_CHARS = _ALNUM | frozenset("_.-")
 _ID_RULE = "must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
+
+PLATFORM = sys.platform
+_DRIVE_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class CniError(Exception):
@@ -416,8 +426,9 @@ def _path_field(config: dict[str, object], key: str, default: str, limit: int) -
         return default
     if not isinstance(value, str):
         raise CniError(INVALID_CONFIG, f"{key}: must be a string, not {_json_type(value)}", "")
-    if not value.startswith("/") or "\0" in value:
-        raise CniError(INVALID_CONFIG, f"{key}: {_show(value)} must be an absolute path", "")
+    if not is_absolute_path(value) or "\0" in value:
+        hint = _WINDOWS_ABSOLUTE if PLATFORM == "win32" else ""
+        raise CniError(INVALID_CONFIG, f"{key}: {_show(value)} must be an absolute path", hint)
     size = _utf8_len(value)
     if size is None or size > limit:
         raise CniError(
@@ -426,16 +437,64 @@ def _path_field(config: dict[str, object], key: str, default: str, limit: int) -
     return value
 
 
-_TCP_ALLOWED = "a Unix socket path, or tcp://127.0.0.1:PORT or tcp://[::1]:PORT (loopback only)"
+_WINDOWS_ABSOLUTE = r"on Windows: C:\... or C:/..., or rooted on the current drive, \... or /..."
+
+
+def is_absolute_path(path: str) -> bool:
+    r"""Linux: starts with "/". Windows: a drive path (``C:\...``, ``C:/...``) or one rooted on the
+    current drive (``\k\...``, ``/k/...``), as containerd's own settings are written; not UNC or
+    device paths (``\\server\share``, ``\\?\...``, ``\\.\pipe\...``): the daemon writes its token
+    and reads the DEL spool on a local disk."""
+    if PLATFORM != "win32":
+        return path.startswith("/")
+    if path[:1] in _DRIVE_LETTERS and path[1:2] == ":" and path[2:3] in ("\\", "/"):
+        return True
+    return path[:1] in ("\\", "/") and path[1:2] not in ("\\", "/")
+
+
+def _separators() -> str:
+    return "\\/" if PLATFORM == "win32" else "/"
+
+
+def parent_path(path: str) -> str:
+    r"""The directory that holds ``path``, as pathlib's ``parent`` names it, so that the shim and
+    the daemon agree on the DEL spool's place: "/run/x.sock" -> "/run", "/x" -> "/"; on Windows
+    either separator, and "C:\x" -> "C:\"."""
+    cut = max(path.rfind(sep) for sep in _separators())
+    if cut < 0:
+        return "."
+    head = path[:cut]
+    if not head or (PLATFORM == "win32" and len(head) == 2 and head[1] == ":"):
+        return path[: cut + 1]  # a root: "/", "\", "C:\", "C:/"
+    return head
+
+
+def join_path(directory: str, name: str) -> str:
+    """``name`` in ``directory``, with the separator ``directory`` already uses (Windows takes both)."""
+    if directory.endswith(tuple(_separators())):
+        return directory + name
+    sep = "\\" if PLATFORM == "win32" and "\\" in directory else "/"
+    return f"{directory}{sep}{name}"
+
+
+_TCP = "tcp://127.0.0.1:PORT or tcp://[::1]:PORT (loopback only)"
+_WINDOWS_TCP = (
+    f"on Windows the plugin reaches the daemon on {_TCP}, the daemon's IPAMD_SOCKET, with "
+    "ipamdTokenFile: CPython has no Unix sockets there"
+)
 
 
 def _ipamd_socket(config: dict[str, object]) -> tuple[str, tuple[str, int] | None]:
-    """ipamdSocket: a Unix socket path, or the daemon's loopback TCP port (as its IPAMD_SOCKET).
+    """ipamdSocket: a Unix socket path, or the daemon's loopback TCP port (as its IPAMD_SOCKET); on
+    Windows only the TCP port.
 
     Loopback only, as the daemon: the token travels in clear text, so it must never leave the node.
     """
     value = config.get("ipamdSocket")
     if not isinstance(value, str) or not value.startswith("tcp://"):
+        if PLATFORM == "win32" and (value is None or isinstance(value, str)):
+            what = "required" if value is None else f"{_show(value)} is a Unix socket path"
+            raise CniError(INVALID_CONFIG, f"ipamdSocket: {what}: {_WINDOWS_TCP}", "")
         return _path_field(config, "ipamdSocket", DEFAULT_IPAMD_SOCKET, _MAX_UNIX_PATH), None
     host, sep, port = value[6:].rpartition(":")
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
@@ -445,7 +504,8 @@ def _ipamd_socket(config: dict[str, object]) -> tuple[str, tuple[str, int] | Non
         or bare not in ("127.0.0.1", "::1")
         or (":" in bare) != (bare != host)  # an IPv6 address only in brackets
     ):
-        raise CniError(INVALID_CONFIG, f"ipamdSocket: {_show(value)} is not {_TCP_ALLOWED}", "")
+        allowed = _TCP if PLATFORM == "win32" else f"a Unix socket path, or {_TCP}"
+        raise CniError(INVALID_CONFIG, f"ipamdSocket: {_show(value)} is not {allowed}", "")
     return value, (bare, int(port))
 
 

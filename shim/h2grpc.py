@@ -156,10 +156,10 @@ def unary_call(
     """Call the unary method ``path`` (e.g. "/cloudcni.v1.IpamBackend/Add") with the serialized
     request message; return the serialized response message.
 
-    ``address`` is a Unix socket path, or a (host, port) pair for TCP: an IPv4 or IPv6 literal
-    (the caller checks it is loopback). ``metadata`` are extra request headers, lower-case ASCII
-    names; ``authorization`` is sent as never indexed (RFC 7541 7.1.3). ``timeout`` bounds the
-    whole call (connect included) and is sent as grpc-timeout.
+    ``address`` is a Unix socket path (not on Windows), or a (host, port) pair for TCP: an IPv4 or
+    IPv6 literal (the caller checks it is loopback). ``metadata`` are extra request headers,
+    lower-case ASCII names; ``authorization`` is sent as never indexed (RFC 7541 7.1.3).
+    ``timeout`` bounds the whole call (connect included) and is sent as grpc-timeout.
     """
     if not timeout > 0:
         raise ValueError(f"timeout must be positive, not {timeout!r}")
@@ -177,7 +177,10 @@ def unary_call(
         sock = _socket.socket(_socket.AF_INET6 if ":" in host else _socket.AF_INET, _socket.SOCK_STREAM)
     else:
         where = address
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        family = getattr(_socket, "AF_UNIX", None)
+        if family is None:  # CPython on Windows (cpython#77589); shim.cni refuses such a conflist first
+            raise ValueError(f"this Python has no Unix sockets: {address!r} needs a (host, port) instead")
+        sock = _socket.socket(family, _socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         try:

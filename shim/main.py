@@ -7,11 +7,10 @@ stdout carries only the CNI result or the CNI error JSON; logs go to the conflis
 
 from __future__ import annotations
 
-import posix
 import sys
 import time
 
-from shim import cni, h2grpc, jsonlite, pb, spool
+from shim import _fs, cni, h2grpc, jsonlite, pb, spool
 
 SERVICE = "/cloudcni.v1.IpamBackend/"
 _TIMEOUT = {"ADD": 60.0, "DEL": 30.0, "CHECK": 30.0, "GC": 60.0, "STATUS": 10.0}
@@ -38,25 +37,15 @@ class _Log:
         record["ms"] = round((time.monotonic() - self.started) * 1000, 2)
         line = (jsonlite.dumps(record) + "\n").encode()
         try:
-            fd = posix.open(
-                self.path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o600
-            )
+            _fs.append(self.path, line)
         except FileNotFoundError:
             try:
-                posix.mkdir(self.path.rpartition("/")[0], 0o755)
-                fd = posix.open(
-                    self.path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o600
-                )
+                _fs.mkdir(cni.parent_path(self.path), 0o755)
+                _fs.append(self.path, line)
             except OSError:
                 return
         except OSError:
             return
-        try:
-            posix.write(fd, line)
-        except OSError:
-            pass
-        finally:
-            posix.close(fd)
 
 
 def _call(inv: cni.Invocation, method: str, request: bytes) -> bytes:
@@ -226,13 +215,6 @@ HANDLERS = {
 }
 
 
-def _environ() -> dict[str, str]:
-    return {
-        k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
-        for k, v in posix.environ.items()
-    }
-
-
 def run(env: dict[str, str], stdin: bytes) -> tuple[int, str]:
     """The whole plugin as a function: (exit code, stdout text)."""
     log = _Log()
@@ -256,7 +238,7 @@ def run(env: dict[str, str], stdin: bytes) -> tuple[int, str]:
 
 
 def main() -> int:
-    code, out = run(_environ(), sys.stdin.buffer.read())
+    code, out = run(_fs.environ(), sys.stdin.buffer.read())
     if out:
         sys.stdout.write(out if out.endswith("\n") else out + "\n")
         sys.stdout.flush()

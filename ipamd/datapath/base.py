@@ -8,7 +8,9 @@ an error there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,6 +28,36 @@ class PodWiring:
     mtu: int = 0
     routes: tuple[tuple[str, str], ...] = field(default=())  # (dst CIDR, gateway or "")
     prefix_length: int = 32  # of the pod's address: 32 routed (linux), the subnet's on an L2 bridge
+
+
+class SweepGate:
+    """Keeps a leftover sweep and ADDs apart: while a sweep runs no ADD starts wiring, and a sweep
+    starts only once the ADDs wiring have finished, so what it reads as owned afterwards includes
+    every pod being wired and a pod in flight is never taken for a leftover."""
+
+    def __init__(self) -> None:
+        self._sweeping = asyncio.Lock()
+        self._wiring = 0
+        self._no_wiring = asyncio.Event()
+        self._no_wiring.set()
+
+    @contextlib.asynccontextmanager
+    async def wiring(self) -> AsyncIterator[None]:
+        async with self._sweeping:  # not while a sweep runs
+            self._wiring += 1
+            self._no_wiring.clear()
+        try:
+            yield
+        finally:
+            self._wiring -= 1
+            if self._wiring == 0:
+                self._no_wiring.set()
+
+    @contextlib.asynccontextmanager
+    async def sweep(self) -> AsyncIterator[None]:
+        async with self._sweeping:
+            await self._no_wiring.wait()
+            yield
 
 
 class Datapath(Protocol):

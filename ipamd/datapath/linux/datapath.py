@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from ipamd.datapath.base import PodWiring
+from ipamd.datapath.base import PodWiring, SweepGate
 from ipamd.datapath.linux import netlink
 from ipamd.errors import DatapathError, InterfaceExists
 from ipamd.pool.model import Assignment, AttachmentKey, InterfaceId, InterfaceView
@@ -85,10 +85,7 @@ class LinuxDatapath:
         self._locks: dict[InterfaceId, asyncio.Lock] = {}
         self.snat: Any = None
         self._deleting: set[Future[None]] = set()
-        self._sweeping = asyncio.Lock()  # held by a leftover sweep; an ADD waits for it to end
-        self._wiring = 0  # ADDs wiring now
-        self._no_wiring = asyncio.Event()
-        self._no_wiring.set()
+        self._gate = SweepGate()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -152,8 +149,7 @@ class LinuxDatapath:
 
         No ADD wires while the sweep runs (new ones wait, running ones finish first), and what is
         owned is read from the pool after that: a pod being wired is never taken for a leftover."""
-        async with self._sweeping:
-            await self._no_wiring.wait()
+        async with self._gate.sweep():
             await self._sweep(assignments(), views())
 
     async def _sweep(self, assignments: Sequence[Assignment], views: Sequence[InterfaceView]) -> None:
@@ -237,10 +233,7 @@ class LinuxDatapath:
         view = self._view(assignment.interface_id)
         await self._ensure_interface(view)
         spec = self._spec(assignment, view)
-        async with self._sweeping:  # not while a leftover sweep runs
-            self._wiring += 1
-            self._no_wiring.clear()
-        try:
+        async with self._gate.wiring():
             try:
                 wired = await self._run(netlink.wire_pod, spec)
             except InterfaceExists:
@@ -248,10 +241,6 @@ class LinuxDatapath:
                     raise
                 await self.settle()  # a veth of this netns deleted just before is still going away
                 wired = await self._run(netlink.wire_pod, spec)
-        finally:
-            self._wiring -= 1
-            if self._wiring == 0:
-                self._no_wiring.set()
         return PodWiring(
             gateway=netlink.LINK_GATEWAY,
             host_ifname=spec.host_veth,

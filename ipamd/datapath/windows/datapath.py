@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from ipamd.datapath.base import PodWiring
+from ipamd.datapath.base import PodWiring, SweepGate
 from ipamd.datapath.windows import documents
 from ipamd.datapath.windows.hcn import HCN_E_NETWORK_NOT_FOUND, Document, Hcn, HcnError, HcnTimeout
 from ipamd.errors import DatapathError, NetnsNotFound
@@ -169,10 +169,7 @@ class WindowsDatapath:
         self._endpoints: dict[AttachmentKey, str] = {}  # attachment -> HCN endpoint ID
         self._unwanted: dict[InterfaceId, str] = {}  # networks of detached interfaces not yet deleted
         self._network_lock = asyncio.Lock()
-        self._sweeping = asyncio.Lock()
-        self._wiring = 0
-        self._no_wiring = asyncio.Event()
-        self._no_wiring.set()
+        self._gate = SweepGate()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -202,8 +199,7 @@ class WindowsDatapath:
         assignments: Callable[[], Sequence[Assignment]],
         views: Callable[[], Sequence[InterfaceView]],
     ) -> None:
-        async with self._sweeping:
-            await self._no_wiring.wait()  # an ADD in flight may own an endpoint the listing shows
+        async with self._gate.sweep():  # an ADD in flight may own an endpoint the listing shows
             await self._sweep(assignments(), views())
 
     def close(self) -> None:
@@ -232,10 +228,7 @@ class WindowsDatapath:
             )
         except ValueError as exc:  # nothing was sent: an address or name HCN would refuse
             raise DatapathError(f"HCN endpoint for {assignment.ip}: {exc}") from None
-        async with self._sweeping:
-            self._wiring += 1
-            self._no_wiring.clear()
-        try:
+        async with self._gate.wiring():
             try:
                 endpoint = await self._run(self._create_and_attach, network_id, name, doc, namespace)
             except _NetworkGone:  # HNS lost it (restarted): make it again, once
@@ -244,10 +237,6 @@ class WindowsDatapath:
                 network_id = await self._network(view)
                 doc = {**doc, "HostComputeNetwork": network_id}
                 endpoint = await self._run(self._create_and_attach, network_id, name, doc, namespace)
-        finally:
-            self._wiring -= 1
-            if self._wiring == 0:
-                self._no_wiring.set()
         self._endpoints[assignment.key] = str(endpoint["ID"])
         return PodWiring(
             gateway=gateway,

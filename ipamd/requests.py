@@ -9,18 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ipamd.datapath.base import NO_DNS, PodDns
 from ipamd.pool.model import AttachmentKey, PodRef
 
-__all__ = ["Call", "prev_result_ips"]
+__all__ = ["NO_DNS", "Call", "PodDns", "prev_result_ips"]
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """A validated CNI call: the attachment key, the pod, the netns path."""
+    """A validated CNI call: the attachment key, the pod, the netns path; on ADD the pod's DNS
+    (``runtimeConfig.dns``), empty otherwise."""
 
     key: AttachmentKey
     pod: PodRef
     netns: str
+    dns: PodDns = NO_DNS
 
 
 def prev_result_ips(result: dict[str, Any] | None) -> list[str]:

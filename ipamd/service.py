@@ -104,7 +104,7 @@ class IpamService:
             )
         self.manager.wake()
         try:
-            wiring = await self.datapath.add_pod(assignment)
+            wiring = await self.datapath.add_pod(assignment, dns=call.dns)
         except BaseException:
             log.warning("add_wiring_failed_released", container_id=call.key.container_id, ip=assignment.ip)
             # No pod ever ran with it: free at once, no cool-down (there is no connection to outlive).

@@ -12,8 +12,9 @@ code  when
       CNI_NETNS, CNI_ARGS (pair syntax, IgnoreUnknown value, K8S_POD_* values) invalid
 6     stdin is not JSON (bad syntax, not UTF-8, too deeply nested) or not a JSON object
 7     a field of the network configuration missing or invalid (named): cniVersion, name, type,
-      ipamdSocket, ipamdTokenFile, logFile, prevResult, cni.dev/valid-attachments; on Windows an
-      ipamdSocket that is not tcp:// (CPython has no AF_UNIX there)
+      ipamdSocket, ipamdTokenFile, logFile, prevResult, cni.dev/valid-attachments,
+      runtimeConfig.dns (ADD only); on Windows an ipamdSocket that is not tcp:// (CPython has no
+      AF_UNIX there)
 ====  ==========================================================================================
 
 Which env vars a verb needs (SPEC.md "Parameters"): ADD and CHECK need CNI_CONTAINERID, CNI_NETNS
@@ -26,6 +27,11 @@ chain. On ADD a prevResult can only come from a misordered conflist and describe
 plugin created: it is ignored (``prev_result`` is None), as the reference "main" plugins do. On DEL
 and CHECK it is this plugin's own ADD result, possibly amended by later plugins: it is passed through
 unchanged to the daemon as JSON text, which tears down and checks from its own allocation record.
+
+runtimeConfig.dns: the pod's DNS ({"servers", "searches", "options"}), sent by runtimes to plugins
+whose conflist entry declares ``"capabilities": {"dns": true}`` (the Windows conflist does: the
+Windows datapath puts it on the pod's HCN endpoint). Read on ADD only and forwarded to the daemon;
+absent or null: nothing is sent. The CNI result's "dns" stays empty.
 
 Paths (``logFile``, ``ipamdTokenFile``, the DEL spool beside them) follow the platform's syntax:
 ``PLATFORM`` (``sys.platform``, read at every call: tests set it to "win32" on Linux) decides
@@ -96,6 +102,9 @@ _MAX_IFNAME_BYTES = 15  # IFNAMSIZ - 1; counted in bytes, as the kernel and libc
 _MAX_PATH = 4096  # PATH_MAX: CNI_NETNS (the daemon's limit) and logFile
 _MAX_PREV_RESULT = 1 << 20
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes with its NUL
+_MAX_DNS_ENTRIES = 32  # per runtimeConfig.dns list
+_MAX_DNS_NAME = 253
+_MAX_DNS_OPTION = 255
 
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _ID_CHARS = _ALNUM | frozenset("_.-")
@@ -132,6 +141,7 @@ class Invocation:
         "command",
         "config",
         "container_id",
+        "dns",
         "ifname",
         "ipamd_socket",
         "ipamd_tcp",
@@ -172,6 +182,7 @@ class Invocation:
         prev_result: dict[str, object] | None = None,
         prev_result_json: str = "",
         valid_attachments: list[tuple[str, str]] | None = None,
+        dns: dict[str, list[str]] | None = None,
     ) -> None:
         self.command = command
         self.container_id = container_id  # CNI_CONTAINERID
@@ -193,6 +204,7 @@ class Invocation:
         self.prev_result = prev_result  # DEL (optional) and CHECK (required) only
         self.prev_result_json = prev_result_json  # prev_result as the JSON text the daemon reads; ""
         self.valid_attachments = valid_attachments  # GC: [(container_id, ifname)]; None: do nothing
+        self.dns = dns  # ADD: runtimeConfig.dns as {"servers", "searches", "options"}; None: not sent
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__ if name != "config")
@@ -351,6 +363,8 @@ def _parse(env: Mapping[str, str], config: object, decode_error: str, hint: str 
         inv.prev_result, inv.prev_result_json = _prev_result(config, required=command == "CHECK")
     if command == "GC":
         inv.valid_attachments = _valid_attachments(config)
+    if command == "ADD":
+        inv.dns = _runtime_dns(config)
     return inv
 
 
@@ -558,6 +572,91 @@ def _valid_attachments(config: dict[str, object]) -> list[tuple[str, str]] | Non
             raise CniError(INVALID_CONFIG, f"{where}.ifname: {_show(ifname)} {problem}", "")
         found.append((container_id, ifname))
     return found
+
+
+def _runtime_dns(config: dict[str, object]) -> dict[str, list[str]] | None:
+    """runtimeConfig.dns (the "dns" capability); None when absent or null. Each list is optional."""
+    runtime = config.get("runtimeConfig")
+    if runtime is None:
+        return None
+    if not isinstance(runtime, dict):
+        raise CniError(INVALID_CONFIG, f"runtimeConfig: must be an object, not {_json_type(runtime)}", "")
+    value = runtime.get("dns")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise CniError(INVALID_CONFIG, f"runtimeConfig.dns: must be an object, not {_json_type(value)}", "")
+    dns: dict[str, list[str]] = {}
+    for key, check, rule in (
+        ("servers", _is_ip_address, "an IPv4 or IPv6 address"),
+        ("searches", _is_domain, f"a DNS domain name of at most {_MAX_DNS_NAME} characters"),
+        ("options", _is_resolver_option, f"1-{_MAX_DNS_OPTION} characters without spaces"),
+    ):
+        field = f"runtimeConfig.dns.{key}"
+        entries = value.get(key)
+        if entries is None:
+            entries = []
+        if not isinstance(entries, list):
+            raise CniError(
+                INVALID_CONFIG, f"{field}: must be a list of strings, not {_json_type(entries)}", ""
+            )
+        if len(entries) > _MAX_DNS_ENTRIES:
+            raise CniError(INVALID_CONFIG, f"{field}: more than {_MAX_DNS_ENTRIES} entries", "")
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, str):
+                raise CniError(INVALID_CONFIG, f"{field}[{i}]: must be a string, not {_json_type(entry)}", "")
+            if not check(entry):
+                raise CniError(INVALID_CONFIG, f"{field}[{i}]: {_show(entry)} is not {rule}", "")
+        dns[key] = entries
+    return dns
+
+
+_DIGITS = frozenset("0123456789")
+_LABEL_CHARS = _ALNUM | frozenset("_-")
+
+
+def _is_ipv4(text: str) -> bool:
+    """Dotted quad, no leading zeros: what Python's ipaddress (the daemon's check) accepts."""
+    parts = text.split(".")
+    return len(parts) == 4 and all(
+        0 < len(p) <= 3 and _DIGITS.issuperset(p) and (p == "0" or p[0] != "0") and int(p) <= 255
+        for p in parts
+    )
+
+
+def _is_ip_address(text: str) -> bool:
+    """An IPv4 or IPv6 address as ipaddress.ip_address reads it, without a scope ("%eth0"); the shim
+    does not import ipaddress (~5 ms), tests/unit/test_shim_cni.py holds the two equal."""
+    if ":" not in text:
+        return _is_ipv4(text)
+    if "." in text:  # an IPv4 tail stands for the last two groups
+        cut = text.rfind(":")
+        if not _is_ipv4(text[cut + 1 :]):
+            return False
+        text = text[: cut + 1] + "0:0"
+    head, sep, tail = text.partition("::")
+    if "::" in tail:
+        return False
+    groups = (head.split(":") if head else []) + (tail.split(":") if tail else [])
+    if not all(0 < len(g) <= 4 and _HEX.issuperset(g) for g in groups):
+        return False
+    return len(groups) < 8 if sep else len(groups) == 8
+
+
+def _is_domain(text: str) -> bool:
+    """Dot-separated labels of 1-63 letters, digits, "_" or "-" (not first or last), an optional
+    trailing dot, at most 253 characters: the daemon's rule (ipamd/rpc/validate.py)."""
+    if len(text) > _MAX_DNS_NAME:
+        return False
+    labels = (text[:-1] if text.endswith(".") else text).split(".")
+    return all(
+        0 < len(label) <= 63 and _LABEL_CHARS.issuperset(label) and label[0] != "-" and label[-1] != "-"
+        for label in labels
+    )
+
+
+def _is_resolver_option(text: str) -> bool:
+    return 0 < len(text) <= _MAX_DNS_OPTION and text.isprintable() and " " not in text
 
 
 def _cni_args(text: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms); mypy knows the name
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Protocol, TypedDict
 
     class Call(Protocol):
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
         def prev_result_json(self) -> str: ...
         @property
         def valid_attachments(self) -> list[tuple[str, str]] | None: ...
+        @property
+        def dns(self) -> Mapping[str, Sequence[str]] | None: ...
 
     class Route(TypedDict):
         dst: str
@@ -128,6 +130,12 @@ def encode_add_request(call: Call) -> bytes:
     out = bytearray()
     _len_field(out, 1, _attachment(call))
     _string(out, 2, call.cni_version)
+    if call.dns is not None:  # present, even empty, when the runtime sent runtimeConfig.dns
+        dns = bytearray()
+        for number, key in ((1, "servers"), (2, "searches"), (3, "options")):
+            for value in call.dns.get(key, ()):
+                _len_field(dns, number, value.encode("utf-8"))  # repeated: empty strings are kept
+        _len_field(out, 3, dns)
     return bytes(out)
 
 

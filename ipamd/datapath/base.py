@@ -18,6 +18,20 @@ from ipamd.pool.model import Assignment, InterfaceView
 
 
 @dataclass(frozen=True, slots=True)
+class PodDns:
+    """The pod's DNS configuration from the runtime (CNI ``runtimeConfig.dns``), validated by the rpc
+    layer; empty when the runtime sent none. Linux ignores it (the runtime writes the pod's
+    resolv.conf); Windows puts servers and searches on the HCN endpoint."""
+
+    servers: tuple[str, ...] = ()  # IP addresses
+    searches: tuple[str, ...] = ()  # search domains
+    options: tuple[str, ...] = ()  # resolver options ("ndots:5")
+
+
+NO_DNS = PodDns()
+
+
+@dataclass(frozen=True, slots=True)
 class PodWiring:
     """What the datapath built, reported back in the CNI result (empty for DATAPATH=none)."""
 
@@ -87,7 +101,7 @@ class Datapath(Protocol):
 
     def close(self) -> None: ...
 
-    async def add_pod(self, assignment: Assignment) -> PodWiring: ...
+    async def add_pod(self, assignment: Assignment, *, dns: PodDns = NO_DNS) -> PodWiring: ...
 
     async def del_pod(self, assignment: Assignment) -> None: ...
 
@@ -120,7 +134,7 @@ class NoDatapath:
     def close(self) -> None:
         return None
 
-    async def add_pod(self, assignment: Assignment) -> PodWiring:
+    async def add_pod(self, assignment: Assignment, *, dns: PodDns = NO_DNS) -> PodWiring:
         return PodWiring()
 
     async def del_pod(self, assignment: Assignment) -> None:

@@ -79,7 +79,7 @@ class IpamServicer(pb_grpc.IpamBackendServicer):
 
     async def Add(self, request: pb.AddRequest, context: Context) -> pb.AddReply:
         async def run() -> pb.AddReply:
-            call = validate.attachment(request.attachment, netns_required=True)
+            call = validate.attachment(request.attachment, netns_required=True, dns=validate.dns(request.dns))
             result = await self.service.add(call)
             w = result.wiring
             return pb.AddReply(

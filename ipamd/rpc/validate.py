@@ -6,13 +6,14 @@ CNI_IFNAME, CNI_NETNS) so that the CNI error the shim prints (code 4) names what
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any
 
 from ipamd.errors import RequestError
 from ipamd.pool.model import AttachmentKey, ContainerID, IfName, PodRef
-from ipamd.requests import Call
+from ipamd.requests import NO_DNS, Call, PodDns
 from ipamd.rpc.pb import ipamd_pb2 as pb
 
 # Call lives in ipamd.requests, below this layer: the service may not import ipamd.rpc.
@@ -20,6 +21,7 @@ __all__ = [
     "Call",
     "attachment",
     "container_id",
+    "dns",
     "ifname",
     "netns",
     "network_name",
@@ -31,6 +33,15 @@ _ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _MAX_ID = 1024
 _MAX_POD_FIELD = 253
 _MAX_PREV_RESULT = 1 << 20
+# runtimeConfig.dns: at most 32 entries per list (Kubernetes' MaxDNSSearchPaths, the largest of its
+# DNS limits), options of at most 255 characters; the shim applies the same limits (shim/cni.py).
+MAX_DNS_ENTRIES = 32
+_MAX_DNS_NAME = 253
+_MAX_DNS_OPTION = 255
+# A search domain: dot-separated labels of letters, digits, "_" and "-" (not at a label's ends), an
+# optional trailing dot: what the Windows datapath's endpoint builder accepts (documents._DOMAIN).
+_LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
+_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?", re.ASCII)
 
 
 def container_id(value: str) -> ContainerID:
@@ -86,13 +97,38 @@ def pod(info: pb.PodInfo) -> PodRef:
     return PodRef(namespace=info.namespace, name=info.name, uid=info.uid)
 
 
-def attachment(msg: pb.Attachment, *, netns_required: bool) -> Call:
+def attachment(msg: pb.Attachment, *, netns_required: bool, dns: PodDns = NO_DNS) -> Call:
     key = AttachmentKey(
         network=network_name(msg.network_name),
         container_id=container_id(msg.container_id),
         ifname=ifname(msg.ifname),
     )
-    return Call(key=key, pod=pod(msg.pod), netns=netns(msg.netns, required=netns_required))
+    return Call(key=key, pod=pod(msg.pod), netns=netns(msg.netns, required=netns_required), dns=dns)
+
+
+def dns(msg: pb.Dns) -> PodDns:
+    """The pod's DNS (CNI ``runtimeConfig.dns``); errors name ``runtimeConfig.dns.<field>``."""
+    for field in ("servers", "searches", "options"):
+        if len(getattr(msg, field)) > MAX_DNS_ENTRIES:
+            raise RequestError(f"runtimeConfig.dns.{field}", f"more than {MAX_DNS_ENTRIES} entries")
+    servers = []
+    for value in msg.servers:
+        try:
+            if "%" in value:  # a scoped IPv6 address: not a resolver a pod can use, and HCN takes none
+                raise ValueError
+            servers.append(str(ipaddress.ip_address(value)))
+        except ValueError:
+            raise RequestError("runtimeConfig.dns.servers", f"{value[:80]!r} is not an IP address") from None
+    for value in msg.searches:
+        if len(value) > _MAX_DNS_NAME or not _DOMAIN.fullmatch(value):
+            raise RequestError("runtimeConfig.dns.searches", f"{value[:80]!r} is not a DNS domain name")
+    for value in msg.options:
+        if not 0 < len(value) <= _MAX_DNS_OPTION or not value.isprintable() or " " in value:
+            raise RequestError(
+                "runtimeConfig.dns.options",
+                f"{value[:80]!r} is not a resolver option: 1-{_MAX_DNS_OPTION} characters, no spaces",
+            )
+    return PodDns(servers=tuple(servers), searches=tuple(msg.searches), options=tuple(msg.options))
 
 
 def prev_result(text: str, *, required: bool) -> dict[str, Any] | None:

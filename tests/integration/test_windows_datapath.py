@@ -104,6 +104,35 @@ def test_add_check_del_in_each_version(win: DaemonProcess, version: str) -> None
     assert_trace_follows_hcsshim(win)
 
 
+def test_the_pods_dns_from_the_runtime_goes_on_its_endpoint(win: DaemonProcess) -> None:
+    win.start()
+    f = fake(win)
+    ns = f.add_namespace()
+    dns = {
+        "servers": ["10.96.0.10"],
+        "searches": ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"],
+        "options": ["ndots:5"],
+    }
+    config = netconf(win.socket, capabilities={"dns": True}, runtimeConfig={"dns": dns})
+    done = shim("ADD", config, cid="dns1", netns=ns)
+    assert done.code == 0, done
+    assert done.json["dns"] == {}  # the result does not echo it: HCN, not the runtime, applies it
+    [endpoint] = endpoints(f)
+    assert endpoint["Dns"] == {"ServerList": dns["servers"], "Search": dns["searches"]}  # no Options
+    assert add(win, "nodns", f.add_namespace()).code == 0  # no runtimeConfig.dns: no Dns
+    assert "Dns" not in next(e for e in endpoints(f) if e["Name"] == "cloud-cni-nodns_eth0")
+    assert_trace_follows_hcsshim(win)
+
+
+def test_a_bad_dns_server_is_code_7_and_makes_nothing(win: DaemonProcess) -> None:
+    win.start()
+    f = fake(win)
+    config = netconf(win.socket, runtimeConfig={"dns": {"servers": ["10.96.0.300"]}})
+    done = shim("ADD", config, cid="dns2", netns=f.add_namespace())
+    assert_cni_error(done, 7, "runtimeConfig.dns.servers")
+    assert endpoints(f) == []
+
+
 def test_two_hcn_calls_per_add_and_per_del(win: DaemonProcess) -> None:
     win.start()
     f = fake(win)

@@ -388,6 +388,13 @@ def test_conflist_is_a_cloud_cni_network_like_the_linux_one() -> None:
     assert [p["type"] for p in conf["plugins"]] == [install_shim.PLUGIN]
 
 
+def test_the_plugin_asks_for_the_pods_dns_on_windows_only() -> None:
+    """containerd sends runtimeConfig.dns (kubelet's cluster DNS) only to a plugin that declares the
+    capability; Windows pods get their resolver from the HCN endpoint, Linux pods from resolv.conf."""
+    assert conflist()["plugins"][0]["capabilities"] == {"dns": True}
+    assert "dns" not in linux.conflist()["plugins"][0].get("capabilities", {})
+
+
 @pytest.mark.parametrize("platform", ["linux", "win32"])
 @pytest.mark.parametrize(
     "env",
@@ -412,6 +419,13 @@ def test_the_shim_accepts_the_conflist_and_finds_the_daemon(
     assert inv.ipamd_token_file == s.ipamd_token_file
     assert inv.log_file == conflist()["plugins"][0]["logFile"]
     assert inv.netns == env["CNI_NETNS"]
+    if env["CNI_COMMAND"] == "ADD":  # what containerd adds for the capability
+        config = {**plugin_config(), "runtimeConfig": {"dns": {"servers": ["10.96.0.10"]}}}
+        assert shim.cni.parse(call, json.dumps(config).encode()).dns == {
+            "servers": ["10.96.0.10"],
+            "searches": [],
+            "options": [],
+        }
 
 
 def test_the_shim_refuses_the_conflist_without_its_token_file() -> None:

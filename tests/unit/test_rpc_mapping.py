@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from ipamd import errors
-from ipamd.requests import prev_result_ips
+from ipamd.requests import NO_DNS, PodDns, prev_result_ips
 from ipamd.rpc import validate
 from ipamd.rpc.errors import to_rpc_failure
 from ipamd.rpc.pb import ipamd_pb2 as pb
@@ -72,6 +72,48 @@ def test_valid_attachment_and_optional_netns_on_del() -> None:
     call = validate.attachment(_att(ifname="a" * 15, container_id="A1_b.c-d"), netns_required=True)
     assert call.key.ifname == "a" * 15 and call.key.network == "net"
     assert validate.attachment(_att(netns=""), netns_required=False).netns == ""
+
+
+def test_dns_is_validated_and_carried_on_the_call() -> None:
+    msg = pb.Dns(
+        servers=["10.96.0.10", "FD00::A"],
+        searches=["svc.cluster.local", "cluster.local."],
+        options=["ndots:5"],
+    )
+    dns = validate.dns(msg)
+    assert dns == PodDns(("10.96.0.10", "fd00::a"), ("svc.cluster.local", "cluster.local."), ("ndots:5",))
+    assert validate.dns(pb.Dns()) == NO_DNS
+    assert validate.attachment(_att(), netns_required=True, dns=dns).dns == dns
+    assert validate.attachment(_att(), netns_required=True).dns == NO_DNS
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"servers": ["10.0.0"]}, "servers"),
+        ({"servers": ["dns.example"]}, "servers"),
+        ({"servers": ["fe80::1%eth0"]}, "servers"),
+        ({"servers": [""]}, "servers"),
+        ({"servers": ["10.0.0.1"] * 33}, "servers"),
+        ({"searches": [""]}, "searches"),
+        ({"searches": ["a b"]}, "searches"),
+        ({"searches": ["-a.local"]}, "searches"),
+        ({"searches": ["x" * 64]}, "searches"),
+        ({"searches": ["a." * 127]}, "searches"),
+        ({"searches": ["a"] * 33}, "searches"),
+        ({"options": [""]}, "options"),
+        ({"options": ["a b"]}, "options"),
+        ({"options": ["x\t"]}, "options"),
+        ({"options": ["x" * 256]}, "options"),
+        ({"options": ["ndots:5"] * 33}, "options"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_invalid_dns_names_the_field(kw: dict[str, list[str]], field: str) -> None:
+    with pytest.raises(errors.RequestError) as err:
+        validate.dns(pb.Dns(**kw))
+    assert err.value.field == f"runtimeConfig.dns.{field}"
+    assert to_rpc_failure(err.value).cni_code == 7
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,7 @@ class FailingWiring(NoDatapath):
     def __init__(self) -> None:
         self.sweeps: list[tuple[int, int]] = []
 
-    async def add_pod(self, assignment: Any) -> Any:
+    async def add_pod(self, assignment: Any, *, dns: Any = None) -> Any:
         raise DatapathError("the netns is gone")
 
     async def remove_leftovers(self, assignments: Any, views: Any) -> None:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ipamd.errors import RequestError
 from ipamd.rpc import validate
 from ipamd.rpc.pb import ipamd_pb2 as gen
 from shim import cni, pb
@@ -524,6 +525,139 @@ def test_what_the_shim_accepts_the_daemon_accepts(value: str) -> None:
             daemon(value)
     if cni._id_problem(value) is None:
         validate.network_name(value)
+
+
+# ---- runtimeConfig.dns (the "dns" capability): ADD only, forwarded, bad -> 7 naming the field ---
+
+CLUSTER_DNS = {
+    "servers": ["10.96.0.10", "fd00::a"],
+    "searches": ["default.svc.cluster.local", "svc.cluster.local", "cluster.local."],
+    "options": ["ndots:5"],
+}
+
+
+def test_runtime_config_dns_is_read_on_add() -> None:
+    inv = parse("ADD", conf(runtimeConfig={"dns": CLUSTER_DNS, "portMappings": []}))
+    assert inv.dns == CLUSTER_DNS
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (conf(), None),
+        (conf(runtimeConfig=None), None),
+        (conf(runtimeConfig={"portMappings": []}), None),
+        (conf(runtimeConfig={"dns": None}), None),
+        (conf(runtimeConfig={"dns": {}}), {"servers": [], "searches": [], "options": []}),
+        (
+            conf(runtimeConfig={"dns": {"servers": ["10.0.0.2"], "searches": None}}),
+            {"servers": ["10.0.0.2"], "searches": [], "options": []},
+        ),
+    ],
+    ids=["no-runtime-config", "runtime-config-null", "no-dns", "dns-null", "dns-empty", "lists-optional"],
+)
+def test_runtime_config_dns_absent_or_partial(config: dict[str, Any], expected: Any) -> None:
+    assert parse("ADD", config).dns == expected
+
+
+@pytest.mark.parametrize("command", ["DEL", "CHECK"])
+def test_runtime_config_dns_is_not_read_on_other_verbs(command: str) -> None:
+    config = conf(runtimeConfig={"dns": {"servers": ["not an address"]}}, prevResult={"ips": []})
+    assert parse(command, config).dns is None
+
+
+BAD_DNS = [
+    ({"runtimeConfig": []}, "runtimeConfig: must be an object"),
+    ({"runtimeConfig": {"dns": "10.0.0.2"}}, "runtimeConfig.dns: must be an object"),
+    ({"runtimeConfig": {"dns": {"servers": "10.0.0.2"}}}, "runtimeConfig.dns.servers: must be a list"),
+    ({"runtimeConfig": {"dns": {"servers": [10]}}}, "runtimeConfig.dns.servers[0]: must be a string"),
+    ({"runtimeConfig": {"dns": {"servers": ["10.0.0"]}}}, "runtimeConfig.dns.servers[0]"),
+    ({"runtimeConfig": {"dns": {"servers": ["ok", "10.0.0.2"]}}}, "runtimeConfig.dns.servers[0]"),
+    ({"runtimeConfig": {"dns": {"servers": ["fe80::1%eth0"]}}}, "runtimeConfig.dns.servers[0]"),
+    ({"runtimeConfig": {"dns": {"servers": ["10.0.0.2"] * 33}}}, "runtimeConfig.dns.servers: more than 32"),
+    ({"runtimeConfig": {"dns": {"searches": ["a b"]}}}, "runtimeConfig.dns.searches[0]"),
+    ({"runtimeConfig": {"dns": {"searches": ["-x.local"]}}}, "runtimeConfig.dns.searches[0]"),
+    ({"runtimeConfig": {"dns": {"searches": ["a..b"]}}}, "runtimeConfig.dns.searches[0]"),
+    ({"runtimeConfig": {"dns": {"searches": ["x" * 64]}}}, "runtimeConfig.dns.searches[0]"),
+    ({"runtimeConfig": {"dns": {"searches": [("a" * 63 + ".") * 4]}}}, "runtimeConfig.dns.searches[0]"),
+    ({"runtimeConfig": {"dns": {"searches": {"a": 1}}}}, "runtimeConfig.dns.searches: must be a list"),
+    ({"runtimeConfig": {"dns": {"options": [""]}}}, "runtimeConfig.dns.options[0]"),
+    ({"runtimeConfig": {"dns": {"options": ["ndots:5", "a b"]}}}, "runtimeConfig.dns.options[1]"),
+    ({"runtimeConfig": {"dns": {"options": ["x\n"]}}}, "runtimeConfig.dns.options[0]"),
+    ({"runtimeConfig": {"dns": {"options": [None]}}}, "runtimeConfig.dns.options[0]: must be a string"),
+]
+
+
+@pytest.mark.parametrize(("extra", "needle"), BAD_DNS, ids=[needle for _, needle in BAD_DNS])
+def test_bad_runtime_config_dns_is_code_7_naming_the_field(extra: dict[str, Any], needle: str) -> None:
+    fails("ADD", conf(**extra), cni.INVALID_CONFIG, needle)
+
+
+IP_TEXTS = [
+    ("10.96.0.10", True),
+    ("0.0.0.0", True),
+    ("255.255.255.255", True),
+    ("256.1.1.1", False),
+    ("01.2.3.4", False),
+    ("1.2.3", False),
+    ("1.2.3.4.", False),
+    ("::", True),
+    ("::1", True),
+    ("fd00::a", True),
+    ("1:2:3:4:5:6:7:8", True),
+    ("1:2:3:4:5:6:7::", True),
+    ("1:2:3:4:5:6::7", True),
+    ("1:2:3:4:5:6:7:8:9", False),
+    ("1::2::3", False),
+    (":::", False),
+    (":1::", False),
+    ("12345::", False),
+    ("::ffff:10.0.0.1", True),
+    ("1:2:3:4:5:6:1.2.3.4", True),
+    ("1:2:3:4:5:6:7:1.2.3.4", False),
+    ("::1.2.3", False),
+    ("fe80::1%eth0", False),
+    ("", False),
+    ("\uff11.2.3.4", False),  # a fullwidth digit one
+]
+
+
+@pytest.mark.parametrize(("text", "ok"), IP_TEXTS, ids=[t or "empty" for t, _ in IP_TEXTS])
+def test_ip_address_check(text: str, ok: bool) -> None:
+    assert cni._is_ip_address(text) is ok
+
+
+def _daemon_accepts_dns(**fields: list[str]) -> bool:
+    try:
+        validate.dns(gen.Dns(**fields))
+    except RequestError:
+        return False
+    return True
+
+
+@settings(max_examples=300)
+@given(
+    value=st.one_of(
+        st.ip_addresses().map(str),
+        st.ip_addresses(v=6).map(lambda a: a.exploded),
+        st.text(st.sampled_from("0123456789abcdefABCDEF:.%"), max_size=45),
+    )
+)
+def test_shim_and_daemon_agree_on_dns_servers(value: str) -> None:
+    assert cni._is_ip_address(value) == _daemon_accepts_dns(servers=[value])
+
+
+@settings(max_examples=300)
+@given(
+    value=st.one_of(
+        st.text(st.sampled_from("ab-_.Z9 "), max_size=12),
+        st.text(st.characters(codec="utf-8"), max_size=8),
+        st.from_regex(r"[a-z]{1,70}(\.[a-z0-9-]{1,70}){0,5}\.?", fullmatch=True),
+    )
+)
+def test_shim_and_daemon_agree_on_dns_searches_and_options(value: str) -> None:
+    assert cni._is_domain(value) == _daemon_accepts_dns(searches=[value])
+    assert cni._is_resolver_option(value) == _daemon_accepts_dns(options=[value])
 
 
 # ---- ADD ------------------------------------------------------------------------------------

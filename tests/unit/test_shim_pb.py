@@ -36,6 +36,12 @@ calls = st.builds(
     cni_version=TEXT,
     prev_result_json=TEXT,
     valid_attachments=st.lists(st.tuples(TEXT, TEXT), max_size=4),
+    dns=st.one_of(
+        st.none(),
+        st.fixed_dictionaries(
+            {key: st.lists(TEXT, max_size=3) for key in ("servers", "searches", "options")}
+        ),
+    ),
 )
 
 
@@ -67,7 +73,11 @@ def _same(ours: bytes, theirs: Any) -> None:
 def test_add_request_bytes_equal_generated(call: Invocation) -> None:
     _same(
         pb.encode_add_request(call),
-        gen.AddRequest(attachment=_attachment(call), cni_version=call.cni_version),
+        gen.AddRequest(
+            attachment=_attachment(call),
+            cni_version=call.cni_version,
+            dns=None if call.dns is None else gen.Dns(**call.dns),
+        ),
     )
 
 
@@ -102,6 +112,16 @@ def test_empty_call_still_carries_the_attachment_and_pod() -> None:
     call = _call(cni_version="")
     assert pb.encode_add_request(call) == b"\x0a\x02\x2a\x00"
     _same(pb.encode_add_request(call), gen.AddRequest(attachment=gen.Attachment(pod=gen.PodInfo())))
+
+
+def test_dns_is_sent_when_the_runtime_sent_it_even_empty() -> None:
+    empty: dict[str, list[str]] = {"servers": [], "searches": [], "options": []}
+    request = gen.AddRequest.FromString(pb.encode_add_request(_call(dns=empty)))
+    assert request.HasField("dns")
+    assert not gen.AddRequest.FromString(pb.encode_add_request(_call())).HasField("dns")
+    dns = {"servers": ["10.96.0.10"], "searches": ["svc.cluster.local"], "options": ["ndots:5"]}
+    request = gen.AddRequest.FromString(pb.encode_add_request(_call(dns=dns)))
+    assert {key: list(getattr(request.dns, key)) for key in dns} == dns
 
 
 def test_gc_without_valid_attachments_encodes_an_empty_list() -> None:

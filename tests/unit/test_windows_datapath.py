@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ipamd.datapath.base import PodDns
 from ipamd.datapath.windows import hcn
 from ipamd.datapath.windows.datapath import HcnClient, WindowsDatapath
 from ipamd.datapath.windows.fake import FakeHcn
@@ -71,6 +72,25 @@ def test_the_second_add_on_an_interface_makes_two_hcn_calls(tmp_path: Path) -> N
         fake.reset_counters()
         await dp.del_pod(b)
         assert fake.counters() == {"modify_namespace": 1, "delete_endpoint": 1}
+        dp.close()
+
+    asyncio.run(run())
+
+
+def test_the_pods_dns_goes_on_its_endpoint_without_the_options(tmp_path: Path) -> None:
+    async def run() -> None:
+        fake = FakeHcn(tmp_path / "hcn.json")
+        dp = WindowsDatapath(fake)
+        await dp.start(lambda: [ETH0], ("10.0.0.0/16",), ())
+        dns = PodDns(("10.96.0.10",), ("default.svc.cluster.local", "svc.cluster.local"), ("ndots:5",))
+        await dp.add_pod(pod(1, ETH0, fake.add_namespace()), dns=dns)
+        await dp.add_pod(pod(2, ETH0, fake.add_namespace()))
+        endpoints = {e["Name"]: e for e in fake.snapshot()["endpoints"]}
+        assert endpoints["cloud-cni-c1_eth0"]["Dns"] == {
+            "Search": ["default.svc.cluster.local", "svc.cluster.local"],
+            "ServerList": ["10.96.0.10"],
+        }
+        assert "Dns" not in endpoints["cloud-cni-c2_eth0"]
         dp.close()
 
     asyncio.run(run())

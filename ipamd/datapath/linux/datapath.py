@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from ipamd.datapath.base import PodWiring, SweepGate
+from ipamd.datapath.base import NO_DNS, PodDns, PodWiring, SweepGate
 from ipamd.datapath.linux import netlink
 from ipamd.errors import DatapathError, InterfaceExists
 from ipamd.pool.model import Assignment, AttachmentKey, InterfaceId, InterfaceView
@@ -229,7 +229,8 @@ class LinuxDatapath:
             table=table_of(view),
         )
 
-    async def add_pod(self, assignment: Assignment) -> PodWiring:
+    async def add_pod(self, assignment: Assignment, *, dns: PodDns = NO_DNS) -> PodWiring:
+        # ``dns`` is not used: on Linux the runtime writes the pod's resolv.conf itself.
         view = self._view(assignment.interface_id)
         await self._ensure_interface(view)
         spec = self._spec(assignment, view)

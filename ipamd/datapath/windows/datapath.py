@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from ipamd.datapath.base import PodWiring, SweepGate
+from ipamd.datapath.base import NO_DNS, PodDns, PodWiring, SweepGate
 from ipamd.datapath.windows import documents
 from ipamd.datapath.windows.hcn import HCN_E_NETWORK_NOT_FOUND, Document, Hcn, HcnError, HcnTimeout
 from ipamd.errors import DatapathError, NetnsNotFound
@@ -208,7 +208,7 @@ class WindowsDatapath:
 
     # --- pods ------------------------------------------------------------------------------------
 
-    async def add_pod(self, assignment: Assignment) -> PodWiring:
+    async def add_pod(self, assignment: Assignment, *, dns: PodDns = NO_DNS) -> PodWiring:
         namespace = _namespace_id(assignment.netns)
         view = self._view(assignment.interface_id)
         network_id = await self._network(view)
@@ -225,6 +225,11 @@ class WindowsDatapath:
                 gateway=gateway,
                 node_ip=self._node_ip(),
                 outbound_nat_exceptions=nat,
+                # The endpoint's Dns takes the servers and search domains. dns.options are
+                # resolv.conf options (ndots:5, timeout:1), not part of what HCN applies to a pod's
+                # resolver: they are not sent (hcsshim's Dns.Options stays empty).
+                dns_servers=dns.servers,
+                dns_search=dns.searches,
             )
         except ValueError as exc:  # nothing was sent: an address or name HCN would refuse
             raise DatapathError(f"HCN endpoint for {assignment.ip}: {exc}") from None

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0bipamd.proto\x12\x0b\x63loudcni.v1\"S\n\x07PodInfo\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x1a\n\x12infra_container_id\x18\x04 \x01(\t\"z\n\nAttachment\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06ifname\x18\x02 \x01(\t\x12\r\n\x05netns\x18\x03 \x01(\t\x12\x14\n\x0cnetwork_name\x18\x04 \x01(\t\x12!\n\x03pod\x18\x05 \x01(\x0b\x32\x14.cloudcni.v1.PodInfo\"N\n\nAddRequest\x12+\n\nattachment\x18\x01 \x01(\x0b\x32\x17.cloudcni.v1.Attachment\x12\x13\n\x0b\x63ni_version\x18\x02 \x01(\t\" \n\x05Route\x12\x0b\n\x03\x64st\x18\x01 \x01(\t\x12\n\n\x02gw\x18\x02 \x01(\t\"\xd7\x01\n\x08\x41\x64\x64Reply\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x15\n\rprefix_length\x18\x02 \x01(\x05\x12\x0f\n\x07gateway\x18\x03 \x01(\t\x12\x13\n\x0bhost_ifname\x18\x04 \x01(\t\x12\x10\n\x08host_mac\x18\x05 \x01(\t\x12\x13\n\x0bsandbox_mac\x18\x06 \x01(\t\x12\x0b\n\x03mtu\x18\x07 \x01(\x05\x12\"\n\x06routes\x18\x08 \x03(\x0b\x32\x12.cloudcni.v1.Route\x12\x14\n\x0cinterface_id\x18\t \x01(\t\x12\x14\n\x0c\x64\x65vice_index\x18\n \x01(\x05\"^\n\nDelRequest\x12+\n\nattachment\x18\x01 \x01(\x0b\x32\x17.cloudcni.v1.Attachment\x12\x13\n\x0bprev_result\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\n\n\x08\x44\x65lReply\"P\n\x0c\x43heckRequest\x12+\n\nattachment\x18\x01 \x01(\x0b\x32\x17.cloudcni.v1.Attachment\x12\x13\n\x0bprev_result\x18\x02 \x01(\t\"\x0c\n\nCheckReply\"5\n\rAttachmentRef\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06ifname\x18\x02 \x01(\t\"X\n\tGcRequest\x12\x14\n\x0cnetwork_name\x18\x01 \x01(\t\x12\x35\n\x11valid_attachments\x18\x02 \x03(\x0b\x32\x1a.cloudcni.v1.AttachmentRef\"\x1b\n\x07GcReply\x12\x10\n\x08released\x18\x01 \x01(\x05\"%\n\rStatusRequest\x12\x14\n\x0cnetwork_name\x18\x01 \x01(\t\"a\n\x0bStatusReply\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x11\n\tavailable\x18\x02 \x01(\x05\x12\x10\n\x08\x61ssigned\x18\x03 \x01(\x05\x12\r\n\x05total\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t2\xac\x02\n\x0bIpamBackend\x12\x35\n\x03\x41\x64\x64\x12\x17.cloudcni.v1.AddRequest\x1a\x15.cloudcni.v1.AddReply\x12\x35\n\x03\x44\x65l\x12\x17.cloudcni.v1.DelRequest\x1a\x15.cloudcni.v1.DelReply\x12;\n\x05\x43heck\x12\x19.cloudcni.v1.CheckRequest\x1a\x17.cloudcni.v1.CheckReply\x12\x32\n\x02Gc\x12\x16.cloudcni.v1.GcRequest\x1a\x14.cloudcni.v1.GcReply\x12>\n\x06Status\x12\x1a.cloudcni.v1.StatusRequest\x1a\x18.cloudcni.v1.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0bipamd.proto\x12\x0b\x63loudcni.v1\"S\n\x07PodInfo\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x1a\n\x12infra_container_id\x18\x04 \x01(\t\"z\n\nAttachment\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06ifname\x18\x02 \x01(\t\x12\r\n\x05netns\x18\x03 \x01(\t\x12\x14\n\x0cnetwork_name\x18\x04 \x01(\t\x12!\n\x03pod\x18\x05 \x01(\x0b\x32\x14.cloudcni.v1.PodInfo\"9\n\x03\x44ns\x12\x0f\n\x07servers\x18\x01 \x03(\t\x12\x10\n\x08searches\x18\x02 \x03(\t\x12\x0f\n\x07options\x18\x03 \x03(\t\"m\n\nAddRequest\x12+\n\nattachment\x18\x01 \x01(\x0b\x32\x17.cloudcni.v1.Attachment\x12\x13\n\x0b\x63ni_version\x18\x02 \x01(\t\x12\x1d\n\x03\x64ns\x18\x03 \x01(\x0b\x32\x10.cloudcni.v1.Dns\" \n\x05Route\x12\x0b\n\x03\x64st\x18\x01 \x01(\t\x12\n\n\x02gw\x18\x02 \x01(\t\"\xd7\x01\n\x08\x41\x64\x64Reply\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x15\n\rprefix_length\x18\x02 \x01(\x05\x12\x0f\n\x07gateway\x18\x03 \x01(\t\x12\x13\n\x0bhost_ifname\x18\x04 \x01(\t\x12\x10\n\x08host_mac\x18\x05 \x01(\t\x12\x13\n\x0bsandbox_mac\x18\x06 \x01(\t\x12\x0b\n\x03mtu\x18\x07 \x01(\x05\x12\"\n\x06routes\x18\x08 \x03(\x0b\x32\x12.cloudcni.v1.Route\x12\x14\n\x0cinterface_id\x18\t \x01(\t\x12\x14\n\x0c\x64\x65vice_index\x18\n \x01(\x05\"^\n\nDelRequest\x12+\n\nattachment\x18\x01 \x01(\x0b\x32\x17.cloudcni.v1.Attachment\x12\x13\n\x0bprev_result\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\n\n\x08\x44\x65lReply\"P\n\x0c\x43heckRequest\x12+\n\nattachment\x18\x01 \x01(\x0b\x32\x17.cloudcni.v1.Attachment\x12\x13\n\x0bprev_result\x18\x02 \x01(\t\"\x0c\n\nCheckReply\"5\n\rAttachmentRef\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06ifname\x18\x02 \x01(\t\"X\n\tGcRequest\x12\x14\n\x0cnetwork_name\x18\x01 \x01(\t\x12\x35\n\x11valid_attachments\x18\x02 \x03(\x0b\x32\x1a.cloudcni.v1.AttachmentRef\"\x1b\n\x07GcReply\x12\x10\n\x08released\x18\x01 \x01(\x05\"%\n\rStatusRequest\x12\x14\n\x0cnetwork_name\x18\x01 \x01(\t\"a\n\x0bStatusReply\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x11\n\tavailable\x18\x02 \x01(\x05\x12\x10\n\x08\x61ssigned\x18\x03 \x01(\x05\x12\r\n\x05total\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t2\xac\x02\n\x0bIpamBackend\x12\x35\n\x03\x41\x64\x64\x12\x17.cloudcni.v1.AddRequest\x1a\x15.cloudcni.v1.AddReply\x12\x35\n\x03\x44\x65l\x12\x17.cloudcni.v1.DelRequest\x1a\x15.cloudcni.v1.DelReply\x12;\n\x05\x43heck\x12\x19.cloudcni.v1.CheckRequest\x1a\x17.cloudcni.v1.CheckReply\x12\x32\n\x02Gc\x12\x16.cloudcni.v1.GcRequest\x1a\x14.cloudcni.v1.GcReply\x12>\n\x06Status\x12\x1a.cloudcni.v1.StatusRequest\x1a\x18.cloudcni.v1.StatusReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,30 +35,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PODINFO']._serialized_end=111
   _globals['_ATTACHMENT']._serialized_start=113
   _globals['_ATTACHMENT']._serialized_end=235
-  _globals['_ADDREQUEST']._serialized_start=237
-  _globals['_ADDREQUEST']._serialized_end=315
-  _globals['_ROUTE']._serialized_start=317
-  _globals['_ROUTE']._serialized_end=349
-  _globals['_ADDREPLY']._serialized_start=352
-  _globals['_ADDREPLY']._serialized_end=567
-  _globals['_DELREQUEST']._serialized_start=569
-  _globals['_DELREQUEST']._serialized_end=663
-  _globals['_DELREPLY']._serialized_start=665
-  _globals['_DELREPLY']._serialized_end=675
-  _globals['_CHECKREQUEST']._serialized_start=677
-  _globals['_CHECKREQUEST']._serialized_end=757
-  _globals['_CHECKREPLY']._serialized_start=759
-  _globals['_CHECKREPLY']._serialized_end=771
-  _globals['_ATTACHMENTREF']._serialized_start=773
-  _globals['_ATTACHMENTREF']._serialized_end=826
-  _globals['_GCREQUEST']._serialized_start=828
-  _globals['_GCREQUEST']._serialized_end=916
-  _globals['_GCREPLY']._serialized_start=918
-  _globals['_GCREPLY']._serialized_end=945
-  _globals['_STATUSREQUEST']._serialized_start=947
-  _globals['_STATUSREQUEST']._serialized_end=984
-  _globals['_STATUSREPLY']._serialized_start=986
-  _globals['_STATUSREPLY']._serialized_end=1083
-  _globals['_IPAMBACKEND']._serialized_start=1086
-  _globals['_IPAMBACKEND']._serialized_end=1386
+  _globals['_DNS']._serialized_start=237
+  _globals['_DNS']._serialized_end=294
+  _globals['_ADDREQUEST']._serialized_start=296
+  _globals['_ADDREQUEST']._serialized_end=405
+  _globals['_ROUTE']._serialized_start=407
+  _globals['_ROUTE']._serialized_end=439
+  _globals['_ADDREPLY']._serialized_start=442
+  _globals['_ADDREPLY']._serialized_end=657
+  _globals['_DELREQUEST']._serialized_start=659
+  _globals['_DELREQUEST']._serialized_end=753
+  _globals['_DELREPLY']._serialized_start=755
+  _globals['_DELREPLY']._serialized_end=765
+  _globals['_CHECKREQUEST']._serialized_start=767
+  _globals['_CHECKREQUEST']._serialized_end=847
+  _globals['_CHECKREPLY']._serialized_start=849
+  _globals['_CHECKREPLY']._serialized_end=861
+  _globals['_ATTACHMENTREF']._serialized_start=863
+  _globals['_ATTACHMENTREF']._serialized_end=916
+  _globals['_GCREQUEST']._serialized_start=918
+  _globals['_GCREQUEST']._serialized_end=1006
+  _globals['_GCREPLY']._serialized_start=1008
+  _globals['_GCREPLY']._serialized_end=1035
+  _globals['_STATUSREQUEST']._serialized_start=1037
+  _globals['_STATUSREQUEST']._serialized_end=1074
+  _globals['_STATUSREPLY']._serialized_start=1076
+  _globals['_STATUSREPLY']._serialized_end=1173
+  _globals['_IPAMBACKEND']._serialized_start=1176
+  _globals['_IPAMBACKEND']._serialized_end=1476
 # @@protoc_insertion_point(module_scope)

@@ -94,23 +94,65 @@ class Attachment(_message.Message):
 Global___Attachment: _TypeAlias = Attachment  # noqa: Y015
 
 @_typing.final
+class Dns(_message.Message):
+    """The pod's DNS configuration: the CNI runtimeConfig.dns the runtime sends to plugins that declare
+    the "dns" capability (containerd fills it from kubelet's cluster DNS). Empty when none was sent.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVERS_FIELD_NUMBER: _builtins.int
+    SEARCHES_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """IP addresses"""
+
+    @_builtins.property
+    def searches(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """search domains"""
+
+    @_builtins.property
+    def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """resolver options, e.g. "ndots:5" """
+
+    def __init__(
+        self,
+        *,
+        servers: _abc.Iterable[_builtins.str] | None = ...,
+        searches: _abc.Iterable[_builtins.str] | None = ...,
+        options: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "searches", b"searches", "servers", b"servers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dns: _TypeAlias = Dns  # noqa: Y015
+
+@_typing.final
 class AddRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTACHMENT_FIELD_NUMBER: _builtins.int
     CNI_VERSION_FIELD_NUMBER: _builtins.int
+    DNS_FIELD_NUMBER: _builtins.int
     cni_version: _builtins.str
     @_builtins.property
     def attachment(self) -> Global___Attachment: ...
+    @_builtins.property
+    def dns(self) -> Global___Dns: ...
     def __init__(
         self,
         *,
         attachment: Global___Attachment | None = ...,
         cni_version: _builtins.str = ...,
+        dns: Global___Dns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "dns", b"dns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "cni_version", b"cni_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "cni_version", b"cni_version", "dns", b"dns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

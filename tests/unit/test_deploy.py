@@ -121,10 +121,11 @@ def conflist() -> dict[str, Any]:
     return data
 
 
-def daemon_env() -> dict[str, str]:
-    """The environment the ipamd container starts with: envFrom ConfigMaps, then env (which wins).
-    Downward API values stand in as ``DOWNWARD_API`` says."""
-    c = container()
+def daemon_env(c: dict[str, Any] | None = None) -> dict[str, str]:
+    """The environment the ipamd container ``c`` (default: this DaemonSet's) starts with: the
+    ConfigMaps of deploy/ it names (envFrom), then its env (which wins). Downward API values stand in
+    as ``DOWNWARD_API`` says."""
+    c = container() if c is None else c
     env: dict[str, str] = {}
     for source in c.get("envFrom", []):
         env.update(one("ConfigMap", source["configMapRef"]["name"])["data"])

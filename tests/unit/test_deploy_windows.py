@@ -108,18 +108,8 @@ def conflist() -> dict[str, Any]:
 
 def daemon_env() -> dict[str, str]:
     """The environment the Windows ipamd container starts with: the Linux deployment's ConfigMaps it
-    names (envFrom), then its own env. Downward API values as test_deploy.DOWNWARD_API says."""
-    env: dict[str, str] = {}
-    for source in container().get("envFrom", []):
-        env.update(linux.one("ConfigMap", source["configMapRef"]["name"])["data"])
-    for var in container().get("env", []):
-        if "valueFrom" in var:
-            assert set(var["valueFrom"]) == {"fieldRef"}, f"{var['name']}: only the downward API"
-            env[var["name"]] = DOWNWARD_API[var["valueFrom"]["fieldRef"]["fieldPath"]]
-            continue
-        assert "value" in var, f"{var['name']}: the daemon's settings are plain values"
-        env[var["name"]] = var["value"]
-    return env
+    names (envFrom), then its own env."""
+    return linux.daemon_env(container())
 
 
 def daemon_settings() -> Settings:

@@ -9,7 +9,10 @@ are made by a first ADD on each interface (not timed, not counted). Goals (issue
 included in the times (it re-reads and rewrites its whole state file on every call, so it grows
 with the endpoints it holds); the script also prints the ADD time outside the fake's calls.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_windows.py [--pods 110] [--rounds 3]
+    PYTHONPATH=. .venv/bin/python bench/bench_windows.py [--pods 110] [--rounds 3] [--dir DIR]
+
+``--dir /dev/shm`` puts the fake's state on a tmpfs, as the daemon's default puts it (beside
+CHECKPOINT_PATH, under /var/run, a tmpfs on nodes).
 """
 
 from __future__ import annotations
@@ -62,6 +65,17 @@ class TimedFake(FakeHcn):
             self.inside += time.perf_counter() - start
 
 
+def _filesystem(path: str) -> str:
+    """The file system type holding ``path`` (/proc/mounts, longest mount point prefix)."""
+    best, kind = "", "?"
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 2 and path.startswith(fields[1]) and len(fields[1]) > len(best):
+                best, kind = fields[1], fields[2]
+    return kind
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -109,10 +123,14 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pods", type=int, default=110)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--dir", default=None, help="where the fake keeps its state file (default: the temp directory)"
+    )
     args = parser.parse_args()
     print(f"{args.pods} pods x {args.rounds} rounds; fake HCN, zero latency; load {os.getloadavg()[0]:.2f}")
     merged: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory(dir=args.dir) as directory:
+        print(f"the fake's state file in {directory} ({_filesystem(directory)})")
         for r in range(args.rounds):
             result = asyncio.run(one_round(args.pods, directory))
             for key, values in result.items():

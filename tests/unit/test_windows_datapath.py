@@ -12,7 +12,7 @@ from ipamd.datapath.base import PodDns
 from ipamd.datapath.windows import hcn
 from ipamd.datapath.windows.datapath import HcnClient, WindowsDatapath
 from ipamd.datapath.windows.fake import FakeHcn
-from ipamd.errors import DatapathError
+from ipamd.errors import DatapathError, NetnsNotFound
 from ipamd.pool.model import (
     Assignment,
     AttachmentKey,
@@ -212,3 +212,38 @@ def test_a_hung_call_is_given_up_at_the_deadline_and_not_retried() -> None:
     assert hung.calls == 1
     assert counted == [("HcnEnumerateNetworks", "timeout")]
     client.close()
+
+
+def test_an_attach_to_a_missing_namespace_is_not_retried_as_churn(tmp_path: Path) -> None:
+    async def run() -> None:
+        fake = FakeHcn(tmp_path / "hcn.json")
+        dp = WindowsDatapath(fake)
+        await dp.start(lambda: [ETH0], ("10.0.0.0/16",), ())
+        fake.reset_counters()
+        with pytest.raises(NetnsNotFound):
+            await dp.add_pod(pod(4, ETH0, "11111111-2222-3333-4444-555555555555"))
+        # create, one attach (no retries), the query that shows the namespace missing, then the
+        # rollback: its detach (refused: not attached) and the delete
+        assert fake.counters() == {
+            "create_endpoint": 1,
+            "modify_namespace": 2,
+            "get_namespace": 1,
+            "delete_endpoint": 1,
+        }
+        assert fake.snapshot()["endpoints"] == []
+        dp.close()
+
+    asyncio.run(run())
+
+
+def test_an_attach_refused_during_churn_is_retried_when_the_namespace_is_there(tmp_path: Path) -> None:
+    async def run() -> None:
+        fake = FakeHcn(tmp_path / "hcn.json")
+        dp = WindowsDatapath(fake)
+        await dp.start(lambda: [ETH0], ("10.0.0.0/16",), ())
+        fake.inject("modify_namespace", hcn.ERROR_NOT_FOUND, times=2)
+        await dp.add_pod(pod(6, ETH0, fake.add_namespace()))
+        assert len(fake.snapshot()["endpoints"]) == 1
+        dp.close()
+
+    asyncio.run(run())

@@ -86,11 +86,18 @@ class HcnClient:
         self._hung = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hcn-call")
         self._trace_lock = threading.Lock()
 
-    def call(self, method: str, *args: Any, doc: Document | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        *args: Any,
+        doc: Document | None = None,
+        gone: Callable[[], bool] | None = None,
+    ) -> Any:
         """One HCN call under the deadline; transient answers retried with backoff. "Element not
         found" is transient for a create or an attach (HNS during churn) and for a listing (an object
         went between the enumeration and its query), but final for a get, a detach or a delete (the
-        object is gone, which is what they want or report)."""
+        object is gone, which is what they want or report). ``gone``, asked after a not-found
+        answer, says whether what the call needs is really gone (then no retry: the answer stands)."""
         delays = iter(RETRY_DELAYS)
         final_not_found = method.startswith(("get", "delete")) or _detaching(doc)
         while True:
@@ -100,7 +107,7 @@ class HcnClient:
                 retry = exc.transient and not isinstance(exc, HcnTimeout)
                 if method.startswith("list") and exc.not_found:
                     retry = True  # an object went between HCN's enumeration and its query: list again
-                elif exc.not_found and final_not_found:
+                elif exc.not_found and (final_not_found or (gone is not None and gone())):
                     retry = False
                 delay = next(delays, None) if retry else None
                 if delay is None:
@@ -260,14 +267,24 @@ class WindowsDatapath:
             raise _error("create endpoint", exc) from None
         endpoint_id = str(endpoint["ID"])
         try:
-            self.client.call("modify_namespace", namespace, documents.attach_request(endpoint_id),
-                             doc=documents.attach_request(endpoint_id))  # fmt: skip
+            request = documents.attach_request(endpoint_id)
+            missing = lambda: self._no_namespace(namespace)  # noqa: E731
+            self.client.call("modify_namespace", namespace, request, doc=request, gone=missing)
         except HcnError as exc:
             self._remove_endpoint(endpoint_id, namespace)
             if exc.hresult in _NAMESPACE_MISSING:
                 raise NetnsNotFound(f"HCN namespace {namespace} does not exist") from None
             raise _error("attach endpoint", exc) from None
         return endpoint
+
+    def _no_namespace(self, namespace: str) -> bool:
+        """Whether the namespace an attach was refused for is really missing (then its "Element not
+        found" is the answer, not HNS's churn): one query, made only on that failure path."""
+        try:
+            self.client.call("get_namespace", namespace, doc=None)
+        except HcnError as exc:
+            return exc.not_found
+        return False
 
     def _create_endpoint(self, network_id: str, name: str, doc: Document) -> Document:
         try:

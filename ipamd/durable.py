@@ -41,6 +41,7 @@ def write_atomic(
     tmp: Path | None = None,
     make_parent: bool = False,
     before_replace: Callable[[], None] | None = None,
+    replace: Callable[[Path, Path], None] = os.replace,
 ) -> None:
     """Durably replace ``path`` with ``data``: a reader sees the old or the new file, complete.
 
@@ -48,9 +49,11 @@ def write_atomic(
     path at a time), fsync'd and renamed over ``path``; then the directory is fsync'd, so the
     rename survives a crash. The file gets ``mode`` exactly, whatever the umask (where ``fchmod``
     exists). ``before_replace`` runs after the fsync, just before the rename (the checkpoint links
-    the previous generation there). On a failure before the rename, ``tmp`` is removed and ``path``
-    is untouched. With ``make_parent`` a missing directory is created (mode 0700), and only when
-    opening ``tmp`` finds it missing: a write whose directory exists pays no extra syscall.
+    the previous generation there). ``replace(tmp, path)`` is the rename (install-shim's Windows exe
+    passes one that moves a running exe aside first). On a failure before the rename, ``tmp`` is
+    removed and ``path`` is untouched. With ``make_parent`` a missing directory is created (mode
+    0700), and only when opening ``tmp`` finds it missing: a write whose directory exists pays no
+    extra syscall.
     """
     directory = path.parent
     if tmp is None:
@@ -74,7 +77,7 @@ def write_atomic(
             os.close(fd)
         if before_replace is not None:
             before_replace()
-        os.replace(tmp, path)
+        replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

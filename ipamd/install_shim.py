@@ -877,28 +877,20 @@ def _windows_current_tag(plugin: Path, host: PureWindowsPath) -> str | None:
 
 
 def _replace_exe(path: Path, data: bytes) -> None:
-    """Write ``data`` beside ``path`` and rename it over ``path``. Windows refuses to replace an exe
-    that is running (a CNI call in flight) but lets it be renamed: then the running one is moved
-    aside first (distlib does the same), and removed by a later install once it has exited."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o755)
-    try:
+    """Write ``data`` beside ``path`` and rename it over ``path`` (``durable.write_atomic``). Windows
+    refuses to replace an exe that is running (a CNI call in flight) but lets it be renamed: then the
+    running one is moved aside first (distlib does the same), and removed by a later install once it
+    has exited."""
+
+    def replace_running(tmp: Path, target: Path) -> None:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(tmp, path)
+            os.replace(tmp, target)
         except PermissionError:
-            os.replace(path, path.with_name(f".{path.name}.old-{os.getpid()}"))
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    durable.fsync_directory(path.parent)
+            os.replace(target, target.with_name(f".{target.name}.old-{os.getpid()}"))
+            os.replace(tmp, target)
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    durable.write_atomic(path, data, mode=0o755, tmp=tmp, replace=replace_running)
 
 
 def _remove_old_exes(bin_dir: Path) -> None:

@@ -398,8 +398,6 @@ def test_the_shim_accepts_the_conflist_and_finds_the_daemon(
 ) -> None:
     """As the plugin parses it here, and with the rules it applies on Windows (shim.cni.PLATFORM)."""
     if platform == "win32":
-        if not hasattr(shim.cni, "PLATFORM"):
-            pytest.skip("shim.cni has no PLATFORM switch: the plugin does not know Windows paths yet")
         monkeypatch.setattr(shim.cni, "PLATFORM", "win32")
     call = {"CNI_CONTAINERID": "0123456789abcdef", "CNI_IFNAME": "eth0", "CNI_PATH": r"C:\opt\cni\bin", **env}
     inv = shim.cni.parse(call, json.dumps(plugin_config()).encode())

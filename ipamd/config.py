@@ -649,6 +649,12 @@ class Settings:
         )
 
     @property
+    def effective_ipamd_token_file(self) -> str:
+        if self.ipamd_token_file:
+            return self.ipamd_token_file
+        return self.checkpoint_path.rsplit("/", 1)[0] + "/ipamd.token"
+
+    @property
     def effective_hcn_fake_state(self) -> str:
         if self.hcn_fake_state:
             return self.hcn_fake_state

@@ -181,7 +181,6 @@ def _claim_socket_path(path: Path) -> None:
     )
 
 
-TOKEN_FILENAME = "ipamd.token"  # IPAMD_TOKEN_FILE's default, beside CHECKPOINT_PATH
 _AUTHORIZATION = "authorization"
 
 
@@ -288,8 +287,7 @@ class RpcServer:
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> RpcServer:
-        token_file = settings.ipamd_token_file or str(Path(settings.checkpoint_path).parent / TOKEN_FILENAME)
-        return cls(None, settings.ipamd_socket, metrics, token_file=token_file)
+        return cls(None, settings.ipamd_socket, metrics, token_file=settings.effective_ipamd_token_file)
 
     def claim(self) -> None:
         if self.tcp is not None:

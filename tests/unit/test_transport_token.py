@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ipamd.config import Settings, tcp_endpoint
 from ipamd.errors import ConfigError
-from ipamd.rpc.server import TOKEN_FILENAME, RpcServer
+from ipamd.rpc.server import RpcServer
 from shim import cni, h2grpc
 from shim import main as shim_main
 
@@ -103,7 +103,7 @@ def test_the_token_file_defaults_to_beside_the_checkpoint(tmp_path: Path) -> Non
         {**BASE, "IPAMD_SOCKET": "tcp://127.0.0.1:5000", "CHECKPOINT_PATH": str(tmp_path / "c" / "ipam.json")}
     )
     rpc = RpcServer.from_settings(settings)
-    assert rpc.token_file == rpc.local_file == tmp_path / "c" / TOKEN_FILENAME
+    assert rpc.token_file == rpc.local_file == tmp_path / "c" / "ipamd.token"
     assert rpc.local_variable == "IPAMD_TOKEN_FILE"
     unix = RpcServer.from_settings(Settings.from_env({**BASE, "IPAMD_SOCKET": str(tmp_path / "s.sock")}))
     assert (unix.token_file, unix.local_file, unix.local_variable) == (

@@ -440,6 +440,15 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("POD_GONE_GRACE", "pod_gone_grace", "15m", _duration,
              "An assignment whose pod is absent from a synced watch this long, and whose netns is gone, "
              "is released."),
+    Variable("ENABLE_NETWORK_POLICY", "enable_network_policy", "false", _bool,
+             "linux datapath: enforce NetworkPolicy (nftables table cloud-cni-netpol; needs the Kubernetes "
+             "integration)."),
+    Variable("NETWORK_POLICY_ENFORCING_MODE", "network_policy_enforcing_mode", "standard",
+             _choice(("standard", "strict")),
+             "standard: a new pod is open until its policies are programmed; strict: it is denied until "
+             "then."),
+    Variable("NETWORK_POLICY_MIN_INTERVAL", "network_policy_min_interval", "0.05", _seconds,
+             "Seconds the NetworkPolicy programmer gathers watch events before one nft transaction."),
     Variable("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "custom_network_cfg", "false", _bool,
              "aws only: ENIConfig custom networking (pod ENIs in the ENIConfig's subnet and groups)."),
     Variable("ENI_CONFIG_LABEL_DEF", "eni_config_label_def", "k8s.amazonaws.com/eniConfig", _label_key,
@@ -553,6 +562,9 @@ class Settings:
     startup_taint_timeout: float = 300.0
     pod_gone_grace: float = 900.0
     custom_network_cfg: bool = False
+    enable_network_policy: bool = False
+    network_policy_enforcing_mode: str = "standard"
+    network_policy_min_interval: float = 0.05
     eni_config_label_def: str = "k8s.amazonaws.com/eniConfig"
     eni_config_annotation_def: str = "k8s.amazonaws.com/eniConfig"
     azure_pod_subnet_id: str | None = None
@@ -626,6 +638,20 @@ class Settings:
                 env.get("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", ""),
                 "false unless CLOUD_PROVIDER=aws (ENIConfig is AWS custom networking; "
                 "on azure: AZURE_POD_SUBNET_ID)",
+            )
+        if values["enable_network_policy"] and values["datapath"] != "linux":
+            raise ConfigError(
+                "ENABLE_NETWORK_POLICY",
+                env.get("ENABLE_NETWORK_POLICY", ""),
+                f"true only with DATAPATH=linux (DATAPATH={values['datapath']}: NetworkPolicy is enforced "
+                "in nftables on Linux nodes; Windows nodes do not enforce it yet)",
+            )
+        if values["enable_network_policy"] and values["kubernetes_integration"] == "off":
+            raise ConfigError(
+                "ENABLE_NETWORK_POLICY",
+                env.get("ENABLE_NETWORK_POLICY", ""),
+                "true needs the Kubernetes integration (KUBERNETES_INTEGRATION auto or on): policies, "
+                "namespaces and pods are read from the API",
             )
         return cls(**values)
 

@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -47,6 +47,9 @@ from ipamd.metrics import LoopReader, Metrics
 from ipamd.pool.datastore import Datastore
 from ipamd.rpc.server import RpcServer
 from ipamd.service import IpamService
+
+if TYPE_CHECKING:
+    from ipamd.netpol.enforcer import Enforcer
 
 log = structlog.get_logger("ipamd")
 
@@ -276,6 +279,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.serving = False
         self.kube: k8s.KubeIntegration | None = None
+        self.enforcer: Enforcer | None = None
 
     def _kubernetes(self) -> tuple[k8s.KubeIntegration | None, ev.NodeReporter]:
         """The integration (None when off) and the reporter everything else reports through.
@@ -364,6 +368,28 @@ class Daemon:
         held.callback(datapath.close)
         kube, reporter = self._kubernetes()
         self.kube = kube
+        self.enforcer = None
+        if s.enable_network_policy:
+            if kube is None:
+                raise ConfigError(
+                    "ENABLE_NETWORK_POLICY",
+                    "true",
+                    "true needs the Kubernetes integration, and no in-cluster or KUBECONFIG config was "
+                    "found (KUBERNETES_INTEGRATION=auto)",
+                )
+            from ipamd.datapath.linux.datapath import host_veth_name
+            from ipamd.netpol.enforcer import Enforcer, PolicyDatapath
+
+            self.enforcer = Enforcer(
+                node_name=kube.node_name,
+                strict=s.network_policy_enforcing_mode == "strict",
+                veth_name=functools.partial(host_veth_name, s.veth_prefix),
+                metrics=self.metrics,
+                min_interval=s.network_policy_min_interval,
+            )
+            datapath = PolicyDatapath(datapath, self.enforcer)
+        elif s.datapath == "linux":
+            await asyncio.to_thread(_remove_policy_table)
         # Before the cloud or any state is touched: one daemon per checkpoint and per socket.
         path = Path(s.checkpoint_path)
         self._lock = hold_lock(path)
@@ -496,7 +522,7 @@ class Daemon:
         if (introspection_bind := s.introspection_bind) is not None:
             from ipamd import introspection
 
-            routes = introspection_routes(service, manager, s, reader, kube)
+            routes = introspection_routes(service, manager, s, reader, kube, enforcer=self.enforcer)
             healthy = functools.partial(self.healthy, reader)
             serve = functools.partial(introspection.serve, introspection_bind, routes, healthy)
             held.callback(_listen("INTROSPECTION_BIND", introspection_bind, serve))
@@ -508,6 +534,8 @@ class Daemon:
         log.info("daemon_ready", socket=s.ipamd_socket)
         if kube is not None:
             kube.start()  # after serving: the API is never waited for
+            if self.enforcer is not None:
+                self.enforcer.start(kube.api)
         tasks = [
             asyncio.create_task(
                 supervise("pool_manager", lambda: manager.run(self.stop_event), self.stop_event, self.metrics)
@@ -539,6 +567,9 @@ class Daemon:
         log.info("daemon_stopping", grace_seconds=s.shutdown_timeout)
         self.serving = False
         await rpc.stop(s.shutdown_timeout)
+        if self.enforcer is not None:
+            self.enforcer.stop()
+            await asyncio.to_thread(self.enforcer.join, 2.0)
         if kube is not None:
             await kube.stop()
         for task in tasks:
@@ -623,6 +654,8 @@ def introspection_routes(
     settings: Settings,
     reader: LoopReader,
     kube: k8s.KubeIntegration | None = None,
+    *,
+    enforcer: Enforcer | None = None,
 ) -> dict[str, Callable[[], Any]]:
     store = service.store
 
@@ -681,4 +714,17 @@ def introspection_routes(
         "/v1/assignments": lambda: reader.read(assignments),
         "/v1/config": settings.public,
         "/v1/k8s": lambda: reader.read(kubernetes),
+        "/v1/policy": lambda: enforcer.public() if enforcer is not None else {"enabled": False},
     }
+
+
+def _remove_policy_table() -> None:
+    """ENABLE_NETWORK_POLICY=false: a table an earlier run left goes (turning enforcement off is
+    the operator's decision). Best effort: no nft on the node means there is no table either."""
+    from ipamd.netpol.nft import Nft, NftError
+
+    try:
+        if Nft().delete_table():
+            log.warning("netpol_table_removed", reason="ENABLE_NETWORK_POLICY=false")
+    except (NftError, OSError) as exc:
+        log.warning("netpol_table_check_failed", error=str(exc))

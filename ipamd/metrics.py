@@ -215,6 +215,27 @@ class Metrics:
         )
         for reason in ("invalid", "failed"):
             self.spooled_dels_set_aside.labels(reason)
+        self.netpol_programming = Histogram(
+            "cloudcni_netpol_programming_seconds",
+            "NetworkPolicy: from a watch event's arrival to its rules committed in the kernel",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.netpol_transactions = Counter(
+            "cloudcni_netpol_transactions",
+            "NetworkPolicy nft transactions: full (the table rebuilt), delta, or error (refused: nothing "
+            "applied)",
+            ["result"],
+            registry=r,
+        )
+        for result in ("full", "delta", "error"):
+            self.netpol_transactions.labels(result)
+        self.netpol_objects = Gauge(
+            "cloudcni_netpol_objects",
+            "NetworkPolicy objects in the kernel's table: chains, rules, sets, set_elements",
+            ["kind"],
+            registry=r,
+        )
 
     def watch_pool(self, stats: Callable[[], PoolStats], max_ips: Callable[[], int]) -> None:
         self.registry.register(_PoolCollector(stats, max_ips))

@@ -16,7 +16,7 @@ port, protocol). The rules honoured (docs/network-policy.md; ../shared/reference
 * ports absent: every port and protocol; protocol defaults to TCP; a named port resolves against the
   destination pod's containerPorts (name and protocol), per pod, and matches nothing when that pod
   has no such port; endPort makes an inclusive range from a numeric port;
-* traffic from the destination pod's own node is allowed in ingress (kubelet probes); hostNetwork
+* traffic between a pod and its own node passes both ways (kubelet probes); hostNetwork
   pods are never selected and never peers by selector (an ipBlock may match their node address);
   a connection between a pod and itself is not judged.
 
@@ -323,6 +323,12 @@ def allowed(cluster: Cluster, src: Pod | str, dst: Pod | str, port: int, protoco
         raise PolicyError("protocol", f"{protocol!r}; allowed: {', '.join(PROTOCOLS)}")
     if isinstance(src, Pod) and isinstance(dst, Pod) and src == dst:
         return True  # loopback is not judged
+    if (
+        isinstance(src, Pod)
+        and not isinstance(dst, Pod)
+        and dst in cluster.node_ips.get(src.node, frozenset())
+    ):
+        return True  # a pod to its own node: never judged (the packet is the node's, not forwarded)
     if isinstance(src, Pod) and not _allowed_one_way(cluster, src, dst, port, protocol, direction=EGRESS):
         return False
     if isinstance(dst, Pod):

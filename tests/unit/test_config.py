@@ -97,6 +97,8 @@ def test_valid_values_parse(env: dict[str, str], field: str, value: object) -> N
         ("EXCLUDE_SNAT_CIDRS", "192.0.2.0/24,10.1.2.3/8", "'10.1.2.3/8' is not"),
         ("SNAT_BACKEND", "ebtables", "one of auto, nftables, iptables, iptables-legacy, iptables-nft"),
         ("SIM_VPC_CIDR", "10.0.0.0/29", "/28 or larger"),
+        ("ENABLE_NETWORK_POLICY", "yes please", "true or false"),
+        ("NETWORK_POLICY_ENFORCING_MODE", "paranoid", "one of standard, strict"),
     ],
     ids=lambda v: str(v)[:24],
 )
@@ -192,3 +194,18 @@ def test_azure_client_id_is_normalised() -> None:
         {"CLOUD_PROVIDER": "azure", "AZURE_CLIENT_ID": "0F0E0D0C-0000-4000-8000-00000000ABCD"}
     )
     assert s.azure_client_id == "0f0e0d0c-0000-4000-8000-00000000abcd"
+
+
+@pytest.mark.parametrize(
+    ("extra", "allowed"),
+    [
+        ({"DATAPATH": "none"}, "only with DATAPATH=linux"),
+        ({"DATAPATH": "linux", "KUBERNETES_INTEGRATION": "off"}, "needs the Kubernetes integration"),
+    ],
+)
+def test_network_policy_needs_the_linux_datapath_and_the_api(extra: dict[str, str], allowed: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({**BASE, "ENABLE_NETWORK_POLICY": "true", **extra})
+    assert err.value.variable == "ENABLE_NETWORK_POLICY" and allowed in str(err.value)
+    s = Settings.from_env({**BASE, "ENABLE_NETWORK_POLICY": "true", "DATAPATH": "linux"})
+    assert s.enable_network_policy and s.network_policy_enforcing_mode == "standard"

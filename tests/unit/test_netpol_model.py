@@ -212,6 +212,10 @@ def test_the_node_reaches_its_pods_and_host_network_pods_are_not_selected() -> N
     c = cluster([policy("deny", {"podSelector": ALL, "policyTypes": ["Ingress"]})])
     a = next(p for p in c.pods if (p.namespace, p.name) == ("x", "a"))
     assert allowed(c, NODE_IP, a, 80)  # kubelet probes
+    egress = cluster([policy("deny", {"podSelector": ALL, "policyTypes": ["Egress"]})])
+    ea = next(p for p in egress.pods if (p.namespace, p.name) == ("x", "a"))
+    assert allowed(egress, ea, NODE_IP, 10250)  # to its own node: not judged
+    assert not allowed(egress, ea, "192.0.2.99", 80)  # another node is
     assert not allowed(c, "198.51.100.7", a, 80)
     host = Pod("x", "h", NODE_IP, {"pod": "a"}, host_network=True, node="n1")
     assert c.selecting(host, "Ingress") == []

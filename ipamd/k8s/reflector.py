@@ -57,7 +57,8 @@ class Reflector:
     """Keeps ``replace`` / ``apply`` fed with one collection.
 
     ``replace(items)`` gets every object of a list; ``apply(type, obj)`` each watch event
-    (ADDED, MODIFIED, DELETED). ``on_sync_change(synced)`` is told when ``synced`` flips.
+    (ADDED, MODIFIED, DELETED). ``on_sync_change(synced)`` is told when ``synced`` flips;
+    ``on_listed(resourceVersion)`` after each list has been handed to ``replace``.
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class Reflector:
         query: Mapping[str, str] | None = None,
         on_sync_change: Callable[[bool], None] | None = None,
         on_error: Callable[[], None] | None = None,
+        on_listed: Callable[[str], None] | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], bool] | None = None,
         watch_timeout_min: int = WATCH_TIMEOUT_MIN,
@@ -85,6 +87,7 @@ class Reflector:
         self._apply = apply
         self._on_sync_change = on_sync_change
         self._on_error = on_error
+        self._on_listed = on_listed
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self._sleep = sleep or self._stop.wait
@@ -153,6 +156,8 @@ class Reflector:
             raise ApiError(200, "BadBody", f"list {self.path}: no items or no metadata.resourceVersion")
         self._replace([i for i in items if isinstance(i, dict)])
         self.state.resource_version = version
+        if self._on_listed is not None:
+            self._on_listed(version)
         self._set_synced(True)
         log.info("reflector_listed", reflector=self.name, items=len(items), resource_version=version)
 

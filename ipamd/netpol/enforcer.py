@@ -128,6 +128,7 @@ class Enforcer:
                     path,
                     replace=self._replacer(name, replace),
                     apply=self._applier(name, apply),
+                    on_listed=self._lister(name),
                 )
             )
         self._thread = threading.Thread(target=self._run, name="netpol-programmer", daemon=True)
@@ -156,6 +157,13 @@ class Enforcer:
                 replace(items)
                 self._listed.add(name)
                 self._note(name, None)
+
+        return call
+
+    def _lister(self, name: str) -> Callable[[str], None]:
+        def call(version: str) -> None:
+            with self._lock:  # the list's version: what was replaced is as new as that
+                self._events.append((self.clock(), name, int(version) if version.isdigit() else -1))
 
         return call
 
@@ -335,6 +343,8 @@ class Enforcer:
                 "last_seconds": round(self.stats.last_seconds, 6),
             },
             "objects": current.objects() if current is not None else None,
+            # per watch, the newest resourceVersion whose effect is in the kernel
+            "programmed_resource_versions": dict(self.stats.programmed_rv),
             "pods": pods,
         }
 

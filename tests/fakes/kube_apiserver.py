@@ -29,8 +29,8 @@ Faithful to kube-apiserver (read from its source and the client's):
   supported: X"): ``metadata.name`` everywhere, ``metadata.namespace`` on namespaced resources,
   pods ``spec.nodeName``, ``spec.hostNetwork``, ``spec.schedulerName``, ``spec.serviceAccountName``,
   ``spec.restartPolicy``, ``status.phase``, ``status.podIP``, ``status.nominatedNodeName``, nodes
-  ``spec.unschedulable``. ``labelSelector``: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``,
-  ``k in (a,b)``, ``k notin (a,b)``.
+  ``spec.unschedulable``, namespaces ``status.phase``. ``labelSelector`` (every resource): ``k=v``,
+  ``k==v``, ``k!=v``, ``k``, ``!k``, ``k in (a,b)``, ``k notin (a,b)``.
 - Watches (``watch=true|1``): a chunked stream of ``{"type", "object"}`` lines. ``resourceVersion``
   absent or ``0``: synthetic ADDED events for the current objects, then live. ``N``: every event after
   N from the history; N older than the history (``compact()``, ``max_history``): one ERROR event
@@ -73,14 +73,29 @@ Faithful to kube-apiserver (read from its source and the client's):
   not exist: 404 ``namespaces "x" not found`` (``add_namespace``; default, kube-system, kube-public,
   kube-node-lease exist, and ``add_pod`` creates its namespace). A create carrying a numeric
   resourceVersion: 500 "resourceVersion should not be set on objects to be created".
+- Namespaces are stored objects like any other (the four defaults are created with the server, so
+  they are in the watch history): ``metadata.labels`` always holds ``kubernetes.io/metadata.name:
+  <name>`` (the namespace strategy sets it on create and resets it on update: it cannot be removed or
+  changed), ``spec.finalizers: [kubernetes]``, ``status.phase: Active``. Deleting one is what the API
+  and the namespace controller do together: MODIFIED (``deletionTimestamp``, phase ``Terminating``),
+  DELETED for everything in it (pods, events, NetworkPolicies), then DELETED for the namespace with
+  its finalizer gone; default, kube-system and kube-public cannot be deleted (NamespaceLifecycle).
+- Defaulting as the API's SetDefaults functions do: container ports get ``protocol: TCP`` (and, on a
+  hostNetwork pod, ``hostPort`` = ``containerPort``); a NetworkPolicy spec gets ``podSelector: {}``
+  when absent, ``protocol: TCP`` on rule ports, and ``policyTypes`` ``[Ingress]`` (plus ``Egress``
+  when it has egress rules) when it has none. NetworkPolicy ``metadata.generation`` starts at 1 and
+  goes up with each spec change.
 - 429s are what API Priority and Fairness / max-in-flight send: ``text/plain`` "Too many requests,
   please try again later." with ``Retry-After`` (``fail_next(..., body="status")`` sends a
   ``TooManyRequests`` Status with ``details.retryAfterSeconds`` instead).
 
-Routes: core/v1 ``nodes`` (cluster; get, list, watch, update, patch), core/v1 ``pods`` (get, list,
-watch; all namespaces at ``/api/v1/pods``), events.k8s.io/v1 ``events`` (create, get, list, watch,
-update, patch, delete), crd.k8s.amazonaws.com/v1alpha1 ``eniconfigs`` (cluster; get, list, watch), and
-``/version``, ``/healthz``, ``/readyz``, ``/livez``.
+Routes: core/v1 ``nodes`` (cluster; get, list, watch, update, patch), core/v1 ``namespaces`` (cluster;
+get, list, watch: ``/api/v1/namespaces[/x]``, a request the log records, as RequestInfo does, in
+namespace x), core/v1 ``pods`` (get, list, watch; all namespaces at ``/api/v1/pods``),
+events.k8s.io/v1 ``events`` (create, get, list, watch, update, patch, delete), networking.k8s.io/v1
+``networkpolicies`` (get, list, watch; all namespaces at ``/apis/networking.k8s.io/v1/networkpolicies``,
+one at ``/apis/networking.k8s.io/v1/namespaces/<ns>/networkpolicies``), crd.k8s.amazonaws.com/v1alpha1
+``eniconfigs`` (cluster; get, list, watch), and ``/version``, ``/healthz``, ``/readyz``, ``/livez``.
 
 The fake's choices (where it is not kube-apiserver):
 
@@ -94,6 +109,12 @@ The fake's choices (where it is not kube-apiserver):
 - Bookmarks default to every second (kube: about a minute); a watch never times out unless asked
   (kube: 30-60 min); an RV ahead of the server waits ``too_large_rv_wait`` (default 0.2 s; kube 3 s).
 - Events are not garbage-collected (kube: 1 h TTL). No admission, no RBAC (use the request log).
+- A namespace is deleted at once, in the order above, without the controller's intermediate writes
+  (the ``finalize`` update, ``status.conditions``); its pods go without a graceful phase. A
+  NetworkPolicy spec is defaulted but not validated.
+- ``add_pod``, ``set_pod_labels`` and the namespace and NetworkPolicy model methods refuse (ValueError)
+  the names and labels the API would refuse with a 422, so a test cannot set up a cluster
+  kube-apiserver would not hold (an invalid label would just match nothing).
 
 Knobs (thread-safe): ``latency`` (seconds, or a function of the ``KubeRequest`` being served, slept
 after the request is read), ``fail_next(n, status, retry_after=None, path_contains=None, *,
@@ -110,14 +131,23 @@ api_group, version, resource, subresource, namespace, name - for list/watch the 
 ``metadata.name`` field selector names, as RequestInfo does -, query, content_type, status - 0 when
 dropped -, plus t (time.monotonic() at arrival), method, path, user_agent), ``requests_between(t0,
 t1)``, ``clear_requests()``, ``list_reads(resource)`` / ``stats``, ``open_watches``,
-``wait_for_watches(n)``, ``resource_version``, ``get(kind, namespace, name)``, ``objects(kind)``,
+``wait_for_watches(n)``, ``resource_version``, ``latest_rv(kind)`` (the last change of one kind),
+``get(kind, namespace, name)``, ``objects(kind)``,
 ``events()``, ``errors`` (exceptions inside the fake: a test should find it empty),
 ``last_patch_error`` (the JSON-patch failure kube does not send back).
 
-Model (writes bump the resourceVersion and reach watches like API writes): ``put_node(dict)``,
-``add_node(name, ...)``, ``patch_node_direct(name, fn)``, ``add_pod(namespace, name, node_name,
-...)``, ``update_pod(namespace, name, fn)``, ``delete_pod(namespace, name, graceful=False)``,
-``put_eniconfig(name, spec)``, ``delete_eniconfig(name)``, ``add_namespace(name)``.
+Model (writes bump the resourceVersion and reach watches like API writes; the ``set_*`` methods and
+``put_network_policy`` with nothing to change write nothing, as a no-op update): ``put_node(dict)``,
+``add_node(name, ...)``, ``patch_node_direct(name, fn)``, ``add_pod(namespace, name, node_name, uid=None,
+*, labels, annotations, phase, pod_ip, host_network, containers)`` (``containers``: full container
+dicts, ``ports`` included; default one pause container), ``update_pod(namespace, name, fn)`` (any
+edit), ``set_pod_labels(namespace, name, labels)``, ``delete_pod(namespace, name, graceful=False)``,
+``add_namespace(name, *, labels=None)`` (idempotent: an existing one changes only when ``labels`` are
+given), ``set_namespace_labels(name, labels)`` (the user labels, replaced), ``delete_namespace(name)``,
+``put_network_policy(namespace, name, spec, *, labels=None)`` (create or replace; the namespace must
+exist, else KeyError), ``delete_network_policy(namespace, name)``, ``put_eniconfig(name, spec)``,
+``delete_eniconfig(name)``. Missing objects: the ``delete_*`` methods return None, the others raise
+KeyError.
 
 Fixtures: ``kube_tls`` (session: certificate files), ``kube_apiserver`` (a started fake per test).
 """
@@ -153,6 +183,14 @@ from tests.fakes.azure_tls import TlsFiles, make_tls_files, shared_tls_files
 from tests.fakes.http_handler import FakeHandler
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# NamespaceLifecycle admission refuses to delete these ("this namespace may not be deleted").
+IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
+# Set by the namespace strategy on every create and update, to the namespace's name (since 1.21), so
+# that NetworkPolicy namespaceSelectors can pick a namespace by name; a user cannot remove or change it.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# Path parts after /namespaces/<name> that are subresources of that namespace, not a resource in it.
+_NAMESPACE_SUBRESOURCES = ("status", "finalize")
+NETWORKING_GROUP = "networking.k8s.io"
 ENICONFIG_GROUP = "crd.k8s.amazonaws.com"
 ENICONFIG_VERSION = "v1alpha1"
 JSON_PATCH = "application/json-patch+json"
@@ -746,7 +784,7 @@ def _decode(res: _Resource, obj: Any) -> dict[str, Any]:
             _expect(taint, "object", "NodeSpec.spec.taints", "v1.Taint")
             for name in ("key", "value", "effect"):
                 _expect(taint.get(name), "string", f"Taint.spec.taints.{name}", "string")
-    return obj
+    return dict(obj)
 
 
 # --- patches ------------------------------------------------------------------------------------
@@ -1151,6 +1189,28 @@ EVENTS = _Resource(
     builtin=True,
     status_subresource=False,
 )
+NAMESPACES = _Resource(
+    group="",
+    version="v1",
+    plural="namespaces",
+    kind="Namespace",
+    namespaced=False,
+    verbs=frozenset({"get", "list", "watch"}),
+    fields={**_META_NAME, "status.phase": _field_getter("status", "phase")},
+    builtin=True,
+    status_subresource=True,
+)
+NETWORK_POLICIES = _Resource(
+    group=NETWORKING_GROUP,
+    version="v1",
+    plural="networkpolicies",
+    kind="NetworkPolicy",
+    namespaced=True,
+    verbs=frozenset({"get", "list", "watch"}),
+    fields=dict(_META_NS),
+    builtin=True,
+    status_subresource=False,
+)
 ENICONFIGS = _Resource(
     group=ENICONFIG_GROUP,
     version=ENICONFIG_VERSION,
@@ -1162,10 +1222,11 @@ ENICONFIGS = _Resource(
     builtin=False,
     status_subresource=False,
 )
-_RESOURCES = {(r.group, r.version, r.plural): r for r in (NODES, PODS, EVENTS, ENICONFIGS)}
+_ALL_RESOURCES = (NODES, PODS, NAMESPACES, EVENTS, NETWORK_POLICIES, ENICONFIGS)
+_RESOURCES = {(r.group, r.version, r.plural): r for r in _ALL_RESOURCES}
 _BY_KIND = {
     alias.lower(): r
-    for r in (NODES, PODS, EVENTS, ENICONFIGS)
+    for r in _ALL_RESOURCES
     for alias in (r.plural, r.kind, r.plural.rstrip("s"), r.qualified)
 }
 
@@ -1174,7 +1235,53 @@ def _resource(kind: str) -> _Resource:
     try:
         return _BY_KIND[kind.lower()]
     except KeyError:
-        raise KeyError(f"unknown kind {kind!r}: one of nodes, pods, events, eniconfigs") from None
+        known = ", ".join(r.plural for r in _ALL_RESOURCES)
+        raise KeyError(f"unknown kind {kind!r}: one of {known}") from None
+
+
+def _check_model_meta(res: _Resource, meta: dict[str, Any]) -> None:
+    """What the API would refuse in a model write's name and labels (ValueError), so that a test
+    cannot build a cluster kube-apiserver would not hold - a bad label would just match nothing."""
+    errs = _validate_meta(meta, create=True)
+    if errs:
+        listed = ", ".join(str(err) for err in errs)
+        raise ValueError(f'{res.group_kind} "{meta.get("name") or ""}" is invalid: [{listed}]')
+
+
+def _namespace_labels(name: str, labels: dict[str, str]) -> dict[str, str]:
+    """A namespace's labels as the strategy leaves them (sorted, as Go writes a map)."""
+    return dict(sorted({**labels, NAMESPACE_NAME_LABEL: name}.items()))
+
+
+def _default_ports(ports: list[dict[str, Any]], *, host_network: bool) -> None:
+    for port in ports:
+        if port.get("protocol") is None:
+            port["protocol"] = "TCP"
+        if host_network and not port.get("hostPort") and port.get("containerPort"):
+            port["hostPort"] = port["containerPort"]
+
+
+def _default_containers(containers: list[dict[str, Any]], *, host_network: bool) -> list[dict[str, Any]]:
+    """SetDefaults_ContainerPort and (hostNetwork) defaultHostNetworkPorts on a copy."""
+    out = copy.deepcopy(containers)
+    for container in out:
+        _default_ports(container.get("ports") or [], host_network=host_network)
+    return out
+
+
+def _default_network_policy_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """networking/v1 defaulting on a copy: ``podSelector`` is always serialised, a port without a
+    protocol is TCP, and no ``policyTypes`` means Ingress, plus Egress when egress rules are given."""
+    out = copy.deepcopy(spec)
+    out.setdefault("podSelector", {})
+    for direction in ("ingress", "egress"):
+        for rule in out.get(direction) or []:
+            for port in rule.get("ports") or []:
+                if port.get("protocol") is None:
+                    port["protocol"] = "TCP"
+    if not out.get("policyTypes"):
+        out["policyTypes"] = ["Ingress"] + (["Egress"] if out.get("egress") else [])
+    return out
 
 
 def _truthy(value: str | None) -> bool:
@@ -1231,6 +1338,12 @@ class _Target:
     res: _Resource | None = None
     nonresource: bool = False
 
+    @property
+    def scope(self) -> str:
+        """The namespace objects are stored under: RequestInfo names a namespace's own path
+        (``/api/v1/namespaces/x``) namespace x, but a cluster-scoped object has none."""
+        return self.namespace if self.res is not None and self.res.namespaced else ""
+
 
 def _target(method: str, path: str, query: dict[str, str]) -> _Target:
     parts = [unquote(p) for p in path.split("/") if p]
@@ -1241,8 +1354,11 @@ def _target(method: str, path: str, query: dict[str, str]) -> _Target:
         return _Target(verb=method.lower(), nonresource=True)  # discovery
     version, rest = rest[0], rest[1:]
     namespace = ""
-    if rest[0] == "namespaces" and len(rest) >= 3:
-        namespace, rest = rest[1], rest[2:]
+    if rest[0] == "namespaces" and len(rest) >= 2:
+        # As RequestInfo: /namespaces/x (and its status, finalize) is namespace x in namespace x.
+        namespace = rest[1]
+        if len(rest) >= 3 and rest[2] not in _NAMESPACE_SUBRESOURCES:
+            rest = rest[2:]
     resource = rest[0]
     name = rest[1] if len(rest) > 1 else ""
     subresource = "/".join(rest[2:])
@@ -1255,7 +1371,8 @@ def _target(method: str, path: str, query: dict[str, str]) -> _Target:
     res = _RESOURCES.get((group, version, resource))
     if res is not None:
         all_namespaces = not name and verb in ("list", "watch")  # /api/v1/pods
-        if (res.namespaced and not namespace and not all_namespaces) or (not res.namespaced and namespace):
+        in_namespace = bool(namespace) and res is not NAMESPACES
+        if (res.namespaced and not namespace and not all_namespaces) or (not res.namespaced and in_namespace):
             res = None
     return _Target(verb, group, version, resource, subresource, namespace, name, res)
 
@@ -1369,8 +1486,21 @@ class _KubeTlsServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], tls: TlsFiles, fake: KubeApiServer) -> None:
-        super().__init__(address, _KubeHandler)
+    def __init__(
+        self, address: tuple[str, int], tls: TlsFiles, fake: KubeApiServer, *, netns: str | None = None
+    ) -> None:
+        super().__init__(address, _KubeHandler, bind_and_activate=False)
+        if netns is not None:  # the listening socket made inside the namespace: only it can connect
+            from tests.fakes.vpc import netns_socket
+
+            self.socket.close()
+            self.socket = netns_socket(netns)
+        try:
+            self.server_bind()
+            self.server_activate()
+        except BaseException:
+            self.server_close()
+            raise
         self.ssl_context = tls.server_context()
         self.fake = fake
 
@@ -1404,8 +1534,10 @@ class KubeApiServer:
         token: str | None = None,
         bookmark_interval: float = 1.0,
         max_history: int | None = None,
+        netns: str | None = None,
     ) -> None:
         self.tls = tls or shared_tls_files()
+        self.netns = netns  # listen on 127.0.0.1 inside this named network namespace (a test's node)
         self.token = token or secrets.token_urlsafe(24)
         self.bookmark_interval = bookmark_interval
         self.max_history = max_history
@@ -1416,11 +1548,11 @@ class KubeApiServer:
         self._lock = threading.RLock()
         self._server_lock = threading.Lock()
         self._rv = 1
+        self._latest: dict[str, int] = {}  # plural -> the rv of its last change
         self._floor = 1  # the history holds every change with rv > _floor
         self._store: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
             r.plural: {} for r in _RESOURCES.values()
         }
-        self._namespaces: set[str] = set(DEFAULT_NAMESPACES)
         self._history: deque[_Change] = deque()
         self._watchers: list[_Watcher] = []
         self._requests: list[KubeRequest] = []
@@ -1432,7 +1564,9 @@ class KubeApiServer:
         self._expire_watches = 0
         self._conns: set[socket.socket] = set()
         self._stopping = False
-        self._server: _KubeTlsServer | None = _KubeTlsServer(("127.0.0.1", 0), self.tls, self)
+        for namespace in DEFAULT_NAMESPACES:  # what a new cluster has (in the watch history too)
+            self.add_namespace(namespace)
+        self._server: _KubeTlsServer | None = _KubeTlsServer(("127.0.0.1", 0), self.tls, self, netns=netns)
         self._port = int(self._server.server_address[1])
         self._thread: threading.Thread | None = None
 
@@ -1516,7 +1650,7 @@ class KubeApiServer:
             deadline = time.monotonic() + 5
             while True:
                 try:
-                    self._server = _KubeTlsServer(("127.0.0.1", self._port), self.tls, self)
+                    self._server = _KubeTlsServer(("127.0.0.1", self._port), self.tls, self, netns=self.netns)
                     break
                 except OSError:
                     if time.monotonic() > deadline:
@@ -1634,6 +1768,11 @@ class KubeApiServer:
         with self._lock:
             return [r for r in self._requests if t0 <= r.t <= t1]
 
+    def latest_rv(self, kind: str) -> int:
+        """The resourceVersion of the last change (created, modified or deleted) of ``kind``; 0: none."""
+        with self._lock:
+            return self._latest.get(_resource(kind).plural, 0)
+
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
@@ -1696,9 +1835,63 @@ class KubeApiServer:
 
     # -- model (direct writes: bump the RV and reach watches) ---------------------------------
 
-    def add_namespace(self, name: str) -> None:
+    def add_namespace(self, name: str, *, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        """A Namespace (ADDED), as the API creates it: the ``kubernetes.io/metadata.name`` label,
+        ``spec.finalizers: [kubernetes]``, ``status.phase: Active``. Idempotent, so tests can ensure
+        one exists: an existing namespace is left unchanged unless ``labels`` are given, which then
+        replace its user labels as ``set_namespace_labels`` does."""
         with self._lock:
-            self._namespaces.add(name)
+            cur = self._store[NAMESPACES.plural].get(("", name))
+            if cur is not None:
+                return copy.deepcopy(cur) if labels is None else self.set_namespace_labels(name, labels)
+            ns: dict[str, Any] = {
+                "metadata": {"name": name, "labels": _namespace_labels(name, labels or {})},
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            }
+            _check_model_meta(NAMESPACES, ns["metadata"])
+            return self._put(NAMESPACES, ns)
+
+    def set_namespace_labels(self, name: str, labels: dict[str, str]) -> dict[str, Any]:
+        """Replace a namespace's user labels (MODIFIED); ``kubernetes.io/metadata.name`` stays the
+        namespace's name whatever ``labels`` say, as the namespace strategy resets it on every update.
+        Unchanged labels: no write, no event (a no-op update)."""
+        with self._lock:
+            cur = self._store[NAMESPACES.plural].get(("", name))
+            if cur is None:
+                raise KeyError(f'namespaces "{name}" not found')
+            want = _namespace_labels(name, labels)
+            _check_model_meta(NAMESPACES, {"name": name, "labels": want})
+            if cur["metadata"].get("labels") == want:
+                return copy.deepcopy(cur)
+            return self._mutate(NAMESPACES, "", name, lambda ns: ns["metadata"].update(labels=want))
+
+    def delete_namespace(self, name: str) -> dict[str, Any] | None:
+        """Delete a namespace and everything in it, as the API and the namespace controller do, at once:
+        MODIFIED (``deletionTimestamp``, ``status.phase: Terminating``), then DELETED for every pod,
+        event and NetworkPolicy in it, then DELETED for the namespace (its ``kubernetes`` finalizer
+        removed). Returns that last state, or None when there is no such namespace. default,
+        kube-system and kube-public cannot be deleted (ValueError), as NamespaceLifecycle refuses."""
+        if name in IMMORTAL_NAMESPACES:
+            raise ValueError(f'namespaces "{name}" is forbidden: this namespace may not be deleted')
+        with self._lock:
+            if ("", name) not in self._store[NAMESPACES.plural]:
+                return None
+
+            def terminate(ns: dict[str, Any]) -> None:
+                ns["metadata"]["deletionTimestamp"] = _now_time()
+                ns["status"] = {"phase": "Terminating"}
+
+            self._mutate(NAMESPACES, "", name, terminate)
+            for res in _ALL_RESOURCES:
+                if res.namespaced:
+                    for key, obj in sorted(self._store[res.plural].items()):
+                        if key[0] == name:
+                            self._commit(res, copy.deepcopy(obj), "DELETED", obj)
+            last = self._store[NAMESPACES.plural][("", name)]
+            gone = copy.deepcopy(last)
+            gone["spec"].pop("finalizers", None)
+            return self._commit(NAMESPACES, gone, "DELETED", last)
 
     def put_node(self, node: dict[str, Any]) -> dict[str, Any]:
         """Create or replace a node as given (uid and creationTimestamp kept or made)."""
@@ -1751,12 +1944,20 @@ class KubeApiServer:
         phase: str = "Running",
         pod_ip: str | None = None,
         host_network: bool = False,
+        containers: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """A pod (bound to ``node_name``, or pending when None); creates the namespace if needed."""
+        """A pod (bound to ``node_name``, or pending when None); creates the namespace if needed.
+
+        ``containers`` are stored as given (default: one pause container named ``app``) after the
+        API's defaulting of their ``ports``: ``protocol`` TCP, and with ``host_network`` a
+        ``hostPort`` equal to the ``containerPort``; NetworkPolicy named ports resolve through them."""
         pod: dict[str, Any] = {
             "metadata": {"name": name, "namespace": namespace, "uid": uid or str(uuid.uuid4())},
             "spec": {
-                "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+                "containers": _default_containers(
+                    containers or [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+                    host_network=host_network,
+                ),
                 "restartPolicy": "Always",
                 "schedulerName": "default-scheduler",
                 "serviceAccountName": "default",
@@ -1774,16 +1975,37 @@ class KubeApiServer:
         if pod_ip:
             pod["status"]["podIP"] = pod_ip
             pod["status"]["podIPs"] = [{"ip": pod_ip}]
+        _check_model_meta(PODS, pod["metadata"])
         with self._lock:
-            self._namespaces.add(namespace)
             if (namespace, name) in self._store["pods"]:
                 raise KeyError(f"pod {namespace}/{name} exists")
+            self.add_namespace(namespace)
             return self._put(PODS, pod)
 
     def update_pod(
         self, namespace: str, name: str, fn: Callable[[dict[str, Any]], dict[str, Any] | None]
     ) -> dict[str, Any]:
+        """``fn`` edits a copy of the pod in place (or returns a new one): any field, status
+        included; always MODIFIED with a new RV."""
         return self._mutate(PODS, namespace, name, fn)
+
+    def set_pod_labels(self, namespace: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
+        """Replace a pod's labels (MODIFIED); unchanged labels: no write, no event."""
+        with self._lock:
+            cur = self._store[PODS.plural].get((namespace, name))
+            if cur is None:
+                raise KeyError(f"pods {namespace}/{name} not found")
+            _check_model_meta(PODS, {"name": name, "labels": labels})
+            if (cur["metadata"].get("labels") or {}) == labels:
+                return copy.deepcopy(cur)
+
+            def relabel(pod: dict[str, Any]) -> None:
+                if labels:
+                    pod["metadata"]["labels"] = dict(labels)
+                else:
+                    pod["metadata"].pop("labels", None)
+
+            return self._mutate(PODS, namespace, name, relabel)
 
     def delete_pod(self, namespace: str, name: str, *, graceful: bool = False) -> dict[str, Any] | None:
         """Remove a pod (DELETED); ``graceful``: mark deletionTimestamp (MODIFIED) first, as the API."""
@@ -1816,6 +2038,35 @@ class KubeApiServer:
             if cur is None:
                 return None
             return self._commit(ENICONFIGS, copy.deepcopy(cur), "DELETED", cur)
+
+    def put_network_policy(
+        self, namespace: str, name: str, spec: dict[str, Any], *, labels: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Create (ADDED) or replace (MODIFIED) a NetworkPolicy. The spec gets the API's defaults
+        (``podSelector: {}``, port ``protocol`` TCP, ``policyTypes`` Ingress plus Egress when there are
+        egress rules) and is not otherwise validated; ``metadata.generation`` goes up when the spec
+        changes. Replacing with the same spec and labels is a no-op (no event). The namespace must
+        exist (KeyError: kube-apiserver would answer 404), so a test states its namespaces' labels."""
+        spec = _default_network_policy_spec(spec)
+        meta: dict[str, Any] = {"name": name, "namespace": namespace}
+        if labels:
+            meta["labels"] = dict(labels)
+        _check_model_meta(NETWORK_POLICIES, meta)
+        with self._lock:
+            if ("", namespace) not in self._store[NAMESPACES.plural]:
+                raise KeyError(f'namespaces "{namespace}" not found: add_namespace() it first')
+            cur = self._store[NETWORK_POLICIES.plural].get((namespace, name))
+            if cur is not None and (cur["spec"], cur["metadata"].get("labels")) == (spec, meta.get("labels")):
+                return copy.deepcopy(cur)
+            meta["generation"] = 1 if cur is None else cur["metadata"]["generation"] + (cur["spec"] != spec)
+            return self._put(NETWORK_POLICIES, {"metadata": meta, "spec": spec})
+
+    def delete_network_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            cur = self._store[NETWORK_POLICIES.plural].get((namespace, name))
+            if cur is None:
+                return None
+            return self._commit(NETWORK_POLICIES, copy.deepcopy(cur), "DELETED", cur)
 
     def _put(self, res: _Resource, obj: dict[str, Any]) -> dict[str, Any]:
         obj = {"kind": res.kind, "apiVersion": res.api_version, **copy.deepcopy(obj)}
@@ -1852,6 +2103,7 @@ class KubeApiServer:
                 store.pop(_key(obj), None)
             else:
                 store[_key(obj)] = obj
+            self._latest[res.plural] = self._rv
             change = _Change(self._rv, res.plural, etype, obj, prev)
             self._history.append(change)
             while self.max_history is not None and len(self._history) > max(self.max_history, 0):
@@ -2052,27 +2304,27 @@ class KubeApiServer:
         if dry_run not in (None, "All"):
             raise _bad_request(f'unsupported dry run value "{dry_run}"')
         if target.verb == "get":
-            return 200, self._get_http(res, target.namespace, target.name)
+            return 200, self._get_http(res, target.scope, target.name)
         if target.verb == "list":
-            return 200, self._list(res, target.namespace, query)
+            return 200, self._list(res, target.scope, query)
         if target.verb == "create":
             return 201, self._create(
-                res, target.namespace, self._json_body(res, content_type, raw), dry_run is not None
+                res, target.scope, self._json_body(res, content_type, raw), dry_run is not None
             )
         if target.verb == "update":
             body = self._json_body(res, content_type, raw)
-            return 200, self._update(res, target.namespace, target.name, body, dry_run is not None)
+            return 200, self._update(res, target.scope, target.name, body, dry_run is not None)
         if target.verb == "patch":
             return 200, self._patch(
                 res,
-                target.namespace,
+                target.scope,
                 target.name,
                 content_type=content_type,
                 raw=raw,
                 dry_run=dry_run is not None,
             )
         if target.verb == "delete":
-            return 200, self._delete(res, target.namespace, target.name, dry_run is not None)
+            return 200, self._delete(res, target.scope, target.name, dry_run is not None)
         raise _method_not_supported(res, target.verb)
 
     def _get_http(self, res: _Resource, namespace: str, name: str) -> dict[str, Any]:
@@ -2218,7 +2470,7 @@ class KubeApiServer:
         meta = obj["metadata"]
         self._check_namespace(res, obj, namespace)
         with self._lock:
-            if res.namespaced and namespace not in self._namespaces:
+            if res.namespaced and ("", namespace) not in self._store[NAMESPACES.plural]:
                 raise _namespace_not_found(namespace)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(
@@ -2366,7 +2618,7 @@ class KubeApiServer:
             except ValueError:
                 raise _bad_request(f"invalid resource version: {rv_param}") from None
             self._wait_for_rv(requested)
-        watcher = _Watcher(res, target.namespace, fields, labels, _truthy(query.get("allowWatchBookmarks")))
+        watcher = _Watcher(res, target.scope, fields, labels, _truthy(query.get("allowWatchBookmarks")))
         error: dict[str, Any] | None = None
         with self._lock:
             if self._expire_watches > 0:
@@ -2518,6 +2770,9 @@ def kube_apiserver(kube_tls: TlsFiles) -> Iterator[KubeApiServer]:
 __all__ = [
     "ENICONFIGS",
     "EVENTS",
+    "NAMESPACES",
+    "NAMESPACE_NAME_LABEL",
+    "NETWORK_POLICIES",
     "NODES",
     "PODS",
     "FieldError",

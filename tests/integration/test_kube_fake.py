@@ -12,7 +12,7 @@ import ipaddress
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,12 @@ from kubernetes import client, config, watch
 from kubernetes.client import ApiClient, ApiException
 
 from tests.fakes.azure_tls import make_tls_files
-from tests.fakes.kube_apiserver import ENICONFIG_GROUP, ENICONFIG_VERSION, KubeApiServer
+from tests.fakes.kube_apiserver import (
+    ENICONFIG_GROUP,
+    ENICONFIG_VERSION,
+    NAMESPACE_NAME_LABEL,
+    KubeApiServer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +87,11 @@ def events_api(api: ApiClient) -> client.EventsV1Api:
     return client.EventsV1Api(api)
 
 
+@pytest.fixture
+def networking(api: ApiClient) -> client.NetworkingV1Api:
+    return client.NetworkingV1Api(api)
+
+
 def _status(err: ApiException) -> dict[str, Any]:
     body = json.loads(err.body)
     assert body["kind"] == "Status" and body["apiVersion"] == "v1" and body["status"] == "Failure"
@@ -130,6 +140,20 @@ def _taint(taint: client.V1Taint) -> dict[str, str]:
 
 def _causes(err: ApiException) -> list[str]:
     return [cause["field"] for cause in _status(err)["details"]["causes"]]
+
+
+def _watch_until(list_fn: Callable[..., Any], *args: Any, last: str, **kwargs: Any) -> list[tuple[str, str]]:
+    """A watch's events as (type, "namespace/name" or "name"), up to the first about ``last``: a test
+    writes ``last`` after the changes it expects, so the list holds every event the watch sent."""
+    w = watch.Watch()
+    seen = []
+    for event in w.stream(list_fn, *args, _request_timeout=READ_TIMEOUT, **kwargs):
+        meta = event["raw_object"]["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+        seen.append((event["type"], key))
+        if key == last:
+            w.stop()
+    return seen
 
 
 # --- connection, TLS and authentication ---------------------------------------------------------
@@ -712,6 +736,382 @@ def test_latency_applies_per_request(kube: KubeApiServer, core: client.CoreV1Api
     assert time.monotonic() - started >= 0.3
 
 
+# --- namespaces, NetworkPolicies and the pod fields NetworkPolicy enforcement reads -----------------
+
+
+def test_namespaces_are_objects_the_client_lists_gets_and_watches(
+    kube: KubeApiServer, api: ApiClient, core: client.CoreV1Api
+) -> None:
+    listed = core.list_namespace()
+    names = [ns.metadata.name for ns in listed.items]
+    assert names == ["default", "kube-node-lease", "kube-public", "kube-system"]
+    for ns in listed.items:
+        assert ns.metadata.labels == {NAMESPACE_NAME_LABEL: ns.metadata.name}
+        assert ns.metadata.uid and ns.metadata.creation_timestamp and ns.metadata.resource_version
+        assert (ns.spec.finalizers, ns.status.phase) == (["kubernetes"], "Active")
+    raw = json.loads(core.list_namespace(_preload_content=False).data)
+    assert (raw["kind"], raw["apiVersion"]) == ("NamespaceList", "v1")
+    assert all("kind" not in item for item in raw["items"])
+    assert core.read_namespace("kube-system").metadata.name == "kube-system"
+    with pytest.raises(ApiException) as err:
+        core.read_namespace("nope")
+    assert err.value.status == 404 and _status(err.value)["message"] == 'namespaces "nope" not found'
+    assert _raw(api, "GET", "/api/v1/namespaces/default/status").status == 404  # no subresources here
+    assert [
+        ns.metadata.name for ns in core.list_namespace(field_selector="status.phase=Active").items
+    ] == names
+
+    kube.add_namespace("team-a", labels={"team": "a"})
+    kube.set_namespace_labels("team-a", {"team": "b"})
+    kube.delete_namespace("team-a")  # Terminating (MODIFIED), then DELETED
+    kube.add_namespace("marker")
+    seen = _watch_until(core.list_namespace, last="marker", resource_version=listed.metadata.resource_version)
+    assert seen == [
+        ("ADDED", "team-a"),
+        ("MODIFIED", "team-a"),
+        ("MODIFIED", "team-a"),
+        ("DELETED", "team-a"),
+        ("ADDED", "marker"),
+    ]
+    assert kube.get("namespaces", None, "team-a") is None
+
+    w = watch.Watch()
+    live = []
+    for event in w.stream(core.list_namespace, _request_timeout=READ_TIMEOUT):
+        live.append((event["type"], event["object"].metadata.name, event["object"].status.phase))
+        if len(live) == 5:
+            kube.add_pod("team-c", "web", "node-a")  # add_pod creates its namespace
+        if len(live) == 6:
+            w.stop()
+    assert live == [("ADDED", name, "Active") for name in [*names, "marker", "team-c"]]
+    assert [(r.verb, r.resource, r.namespace, r.name) for r in kube.requests if r.verb == "get"] == [
+        ("get", "namespaces", "kube-system", "kube-system"),  # RequestInfo: a namespace is in itself
+        ("get", "namespaces", "nope", "nope"),
+        ("get", "namespaces", "default", "default"),
+    ]
+    assert kube.errors == []
+
+
+def test_the_metadata_name_label_stays_whatever_the_labels_say(
+    kube: KubeApiServer, core: client.CoreV1Api
+) -> None:
+    created = kube.add_namespace("team-a", labels={NAMESPACE_NAME_LABEL: "other", "team": "a"})
+    assert created["metadata"]["labels"] == {NAMESPACE_NAME_LABEL: "team-a", "team": "a"}
+    assert kube.add_namespace("team-a") == created  # idempotent: no write
+    cleared = kube.set_namespace_labels("team-a", {})
+    assert cleared["metadata"]["labels"] == {NAMESPACE_NAME_LABEL: "team-a"}
+    assert int(cleared["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
+    assert cleared["metadata"]["uid"] == created["metadata"]["uid"]
+    rv = kube.resource_version
+    assert kube.set_namespace_labels("team-a", {NAMESPACE_NAME_LABEL: "renamed"}) == cleared  # a no-op
+    assert kube.resource_version == rv
+    relabelled = kube.add_namespace("team-a", labels={"env": "prod"})
+    assert core.read_namespace("team-a").metadata.labels == {NAMESPACE_NAME_LABEL: "team-a", "env": "prod"}
+    assert relabelled["metadata"]["resourceVersion"] == kube.resource_version != rv
+    with pytest.raises(ValueError, match=r"metadata\.labels"):
+        kube.set_namespace_labels("team-a", {"bad key!": "x"})
+    with pytest.raises(ValueError, match="may not be deleted"):
+        kube.delete_namespace("kube-system")
+    with pytest.raises(KeyError):
+        kube.set_namespace_labels("nope", {})
+    assert kube.delete_namespace("nope") is None
+
+
+def test_label_selectors_on_namespaces_in_lists_and_watches(
+    kube: KubeApiServer, core: client.CoreV1Api
+) -> None:
+    kube.add_namespace("team-a", labels={"team": "a", "env": "prod"})
+    kube.add_namespace("team-b", labels={"team": "b"})
+
+    def names(selector: str) -> list[str]:
+        return [ns.metadata.name for ns in core.list_namespace(label_selector=selector).items]
+
+    assert names("team") == ["team-a", "team-b"]
+    assert names("team=a") == ["team-a"]
+    assert names("env!=prod,team") == ["team-b"]
+    assert names(f"{NAMESPACE_NAME_LABEL} in (team-b,default)") == ["default", "team-b"]
+    assert names("!team") == ["default", "kube-node-lease", "kube-public", "kube-system"]
+    start = kube.resource_version
+    kube.set_namespace_labels("team-b", {"team": "b", "env": "prod"})  # enters env=prod: ADDED
+    kube.set_namespace_labels("team-a", {"team": "a"})  # leaves it: DELETED
+    kube.add_namespace("marker", labels={"env": "prod"})
+    seen = _watch_until(core.list_namespace, last="marker", label_selector="env=prod", resource_version=start)
+    assert seen == [("ADDED", "team-b"), ("DELETED", "team-a"), ("ADDED", "marker")]
+
+
+def test_network_policies_through_networking_v1_api(
+    kube: KubeApiServer, api: ApiClient, networking: client.NetworkingV1Api
+) -> None:
+    kube.add_namespace("team-a")
+    kube.add_namespace("team-b")
+    deny = kube.put_network_policy("team-a", "deny-all", {})
+    allow = {
+        "podSelector": {"matchLabels": {"app": "web"}},
+        "ingress": [
+            {
+                "from": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "team-b"}}}],
+                "ports": [{"port": "http"}, {"port": 53, "protocol": "UDP"}],
+            }
+        ],
+        "egress": [{}],
+    }
+    kube.put_network_policy("team-a", "allow-web", allow, labels={"tier": "web"})
+    kube.put_network_policy("team-b", "deny-all", {"podSelector": {}, "policyTypes": ["Egress"]})
+    assert deny["metadata"]["generation"] == 1 and deny["spec"] == {
+        "podSelector": {},
+        "policyTypes": ["Ingress"],
+    }
+
+    everywhere = networking.list_network_policy_for_all_namespaces()
+    assert [(p.metadata.namespace, p.metadata.name) for p in everywhere.items] == [
+        ("team-a", "allow-web"),
+        ("team-a", "deny-all"),
+        ("team-b", "deny-all"),
+    ]
+    assert [p.metadata.name for p in networking.list_namespaced_network_policy("team-a").items] == [
+        "allow-web",
+        "deny-all",
+    ]
+    got = networking.read_namespaced_network_policy("allow-web", "team-a")
+    assert got.spec.policy_types == ["Ingress", "Egress"]  # defaulted: there are egress rules
+    assert [(port.port, port.protocol) for port in got.spec.ingress[0].ports] == [
+        ("http", "TCP"),
+        (53, "UDP"),
+    ]
+    assert got.spec.ingress[0]._from[0].namespace_selector.match_labels == {NAMESPACE_NAME_LABEL: "team-b"}
+    assert networking.read_namespaced_network_policy("deny-all", "team-b").spec.policy_types == ["Egress"]
+    labelled = networking.list_network_policy_for_all_namespaces(label_selector="tier=web")
+    assert [p.metadata.name for p in labelled.items] == ["allow-web"]
+    assert networking.list_namespaced_network_policy("team-b", label_selector="tier").items == []
+    raw = json.loads(networking.list_namespaced_network_policy("team-a", _preload_content=False).data)
+    assert (raw["kind"], raw["apiVersion"]) == ("NetworkPolicyList", "networking.k8s.io/v1")
+    assert all("kind" not in item for item in raw["items"])
+
+    with pytest.raises(ApiException) as err:
+        networking.read_namespaced_network_policy("nope", "team-a")
+    assert _status(err.value)["message"] == 'networkpolicies.networking.k8s.io "nope" not found'
+    with pytest.raises(ApiException) as err:
+        networking.create_namespaced_network_policy("team-a", {"metadata": {"name": "x"}, "spec": {}})
+    assert err.value.status == 405
+    with pytest.raises(KeyError, match="team-z"):
+        kube.put_network_policy("team-z", "p", {})
+
+    rv = kube.resource_version
+    assert kube.put_network_policy("team-a", "deny-all", {}) == deny  # the same spec again: a no-op
+    assert kube.resource_version == rv
+    changed = kube.put_network_policy("team-a", "deny-all", {"podSelector": {"matchLabels": {"a": "b"}}})
+    assert changed["metadata"]["generation"] == 2 and changed["metadata"]["uid"] == deny["metadata"]["uid"]
+    relabelled = kube.put_network_policy(
+        "team-a", "deny-all", {"podSelector": {"matchLabels": {"a": "b"}}}, labels={"x": "y"}
+    )
+    assert relabelled["metadata"]["generation"] == 2  # metadata only: the generation stays
+    assert (
+        relabelled["metadata"]["resourceVersion"]
+        == kube.resource_version
+        != changed["metadata"]["resourceVersion"]
+    )
+    logged = [(r.verb, r.api_group, r.resource, r.namespace, r.path) for r in kube.requests][:2]
+    assert logged == [
+        ("list", "networking.k8s.io", "networkpolicies", "", "/apis/networking.k8s.io/v1/networkpolicies"),
+        (
+            "list",
+            "networking.k8s.io",
+            "networkpolicies",
+            "team-a",
+            "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies",
+        ),
+    ]
+    assert kube.errors == []
+
+
+def test_network_policy_watches_resume_from_a_resource_version(
+    kube: KubeApiServer, networking: client.NetworkingV1Api
+) -> None:
+    kube.add_namespace("team-a")
+    kube.add_namespace("team-b")
+    kube.put_network_policy("team-a", "old", {})
+    listed = networking.list_network_policy_for_all_namespaces(resource_version="0")
+    start = listed.metadata.resource_version
+    kube.put_network_policy("team-a", "a", {})
+    kube.put_network_policy("team-b", "b", {})
+    modified = kube.put_network_policy("team-a", "a", {"podSelector": {"matchLabels": {"app": "web"}}})
+    kube.delete_network_policy("team-b", "b")
+    kube.delete_network_policy("team-a", "old")
+    kube.put_network_policy("team-a", "marker", {})
+    assert kube.delete_network_policy("team-a", "gone") is None
+
+    everywhere = _watch_until(
+        networking.list_network_policy_for_all_namespaces, last="team-a/marker", resource_version=start
+    )
+    assert everywhere == [
+        ("ADDED", "team-a/a"),
+        ("ADDED", "team-b/b"),
+        ("MODIFIED", "team-a/a"),
+        ("DELETED", "team-b/b"),
+        ("DELETED", "team-a/old"),
+        ("ADDED", "team-a/marker"),
+    ]
+    one_namespace = _watch_until(
+        networking.list_namespaced_network_policy, "team-a", last="team-a/marker", resource_version=start
+    )
+    assert one_namespace == [
+        ("ADDED", "team-a/a"),
+        ("MODIFIED", "team-a/a"),
+        ("DELETED", "team-a/old"),
+        ("ADDED", "team-a/marker"),
+    ]
+    resumed = _watch_until(
+        networking.list_network_policy_for_all_namespaces,
+        last="team-a/marker",
+        resource_version=modified["metadata"]["resourceVersion"],
+    )
+    assert resumed == [("DELETED", "team-b/b"), ("DELETED", "team-a/old"), ("ADDED", "team-a/marker")]
+    w = watch.Watch()
+    now = []
+    for event in w.stream(networking.list_namespaced_network_policy, "team-a", _request_timeout=READ_TIMEOUT):
+        now.append((event["type"], event["object"].metadata.name, event["object"].metadata.generation))
+        if len(now) == 2:
+            w.stop()
+    assert now == [("ADDED", "a", 2), ("ADDED", "marker", 1)]  # from now: synthetic ADDED per policy
+    watched_from = [r.query.get("resourceVersion") for r in kube.requests if r.verb == "watch"]
+    assert watched_from == [start, start, modified["metadata"]["resourceVersion"], None]
+
+
+def test_an_expired_network_policy_watch_is_410(
+    kube: KubeApiServer, networking: client.NetworkingV1Api
+) -> None:
+    kube.add_namespace("team-a")
+    old = networking.list_network_policy_for_all_namespaces().metadata.resource_version
+    kube.put_network_policy("team-a", "p", {})
+    kube.compact()
+    raw = networking.list_network_policy_for_all_namespaces(
+        watch=True, resource_version=old, _preload_content=False, _request_timeout=READ_TIMEOUT
+    )
+    try:
+        assert raw.status == 200
+        lines = [json.loads(line) for line in raw.data.splitlines() if line]
+    finally:
+        raw.release_conn()
+    assert [(e["type"], e["object"]["code"], e["object"]["reason"]) for e in lines] == [
+        ("ERROR", 410, "Expired")
+    ]
+    assert lines[0]["object"]["message"] == f"too old resource version: {old} ({kube.resource_version})"
+    with pytest.raises(ApiException) as err:
+        list(
+            watch.Watch().stream(
+                networking.list_namespaced_network_policy, "team-a", resource_version=old, timeout_seconds=5
+            )
+        )
+    assert err.value.status == 410
+    kube.expire_next_watches(1)
+    with pytest.raises(ApiException) as err:
+        list(
+            watch.Watch().stream(
+                networking.list_network_policy_for_all_namespaces, _request_timeout=READ_TIMEOUT
+            )
+        )
+    assert err.value.status == 410 and kube.requests[-1].resource == "networkpolicies"
+
+
+def test_deleting_a_namespace_deletes_its_pods_and_network_policies(
+    kube: KubeApiServer,
+    core: client.CoreV1Api,
+    networking: client.NetworkingV1Api,
+    events_api: client.EventsV1Api,
+) -> None:
+    kube.add_namespace("team-a", labels={"team": "a"})
+    kube.add_pod("team-a", "web-1", "node-a")
+    kube.add_pod("team-a", "web-2", "node-b")
+    kube.add_pod("default", "kept", "node-a")
+    kube.put_network_policy("team-a", "deny-all", {})
+    kube.put_network_policy("default", "kept", {})
+    events_api.create_namespaced_event(
+        "team-a", _event("e1", regarding={"kind": "Pod", "name": "web-1", "namespace": "team-a"})
+    )
+    start = kube.resource_version
+    gone = kube.delete_namespace("team-a")
+    assert gone is not None and gone["status"]["phase"] == "Terminating" and "finalizers" not in gone["spec"]
+    assert (
+        gone["metadata"]["deletionTimestamp"] and gone["metadata"]["resourceVersion"] == kube.resource_version
+    )
+    kube.add_pod("marker", "marker", "node-a")  # creates namespace marker
+    kube.put_network_policy("marker", "marker", {})
+
+    pods = _watch_until(core.list_pod_for_all_namespaces, last="marker/marker", resource_version=start)
+    assert pods == [("DELETED", "team-a/web-1"), ("DELETED", "team-a/web-2"), ("ADDED", "marker/marker")]
+    policies = _watch_until(
+        networking.list_network_policy_for_all_namespaces, last="marker/marker", resource_version=start
+    )
+    assert policies == [("DELETED", "team-a/deny-all"), ("ADDED", "marker/marker")]
+    namespaces = _watch_until(core.list_namespace, last="marker", resource_version=start)
+    assert namespaces == [("MODIFIED", "team-a"), ("DELETED", "team-a"), ("ADDED", "marker")]
+    assert [p["metadata"]["name"] for p in kube.objects("pods")] == ["kept", "marker"]
+    assert [p["metadata"]["name"] for p in kube.objects("networkpolicies")] == ["kept", "marker"]
+    assert kube.events() == []  # events go with their namespace too
+    with pytest.raises(ApiException) as err:
+        events_api.create_namespaced_event("team-a", _event("e2"))
+    assert err.value.status == 404 and _status(err.value)["message"] == 'namespaces "team-a" not found'
+    assert [ns.metadata.name for ns in core.list_namespace(label_selector="team").items] == []
+
+
+def test_pods_carry_their_containers_ports_and_labels(kube: KubeApiServer, core: client.CoreV1Api) -> None:
+    web = {
+        "name": "web",
+        "image": "nginx:1.27",
+        "ports": [
+            {"name": "http", "containerPort": 8080},
+            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+        ],
+    }
+    sidecar = {"name": "envoy", "image": "envoy:1.31", "ports": [{"name": "admin", "containerPort": 9901}]}
+    kube.add_pod(
+        "default", "web", "node-a", labels={"app": "web"}, pod_ip="10.1.0.5", containers=[web, sidecar]
+    )
+    kube.add_pod("default", "plain", "node-a")
+    kube.add_pod(
+        "default",
+        "host",
+        "node-a",
+        host_network=True,
+        containers=[{"name": "agent", "image": "a", "ports": [{"name": "metrics", "containerPort": 9100}]}],
+    )
+    assert web["ports"][0] == {"name": "http", "containerPort": 8080}  # the caller's dicts are not changed
+
+    pods = {p.metadata.name: p for p in core.list_pod_for_all_namespaces().items}
+    got = [
+        (c.name, [(port.name, port.container_port, port.protocol) for port in c.ports or []])
+        for c in pods["web"].spec.containers
+    ]
+    assert got == [("web", [("http", 8080, "TCP"), ("dns", 53, "UDP")]), ("envoy", [("admin", 9901, "TCP")])]
+    assert (pods["web"].status.pod_ip, pods["web"].metadata.labels) == ("10.1.0.5", {"app": "web"})
+    assert [(c.name, c.ports) for c in pods["plain"].spec.containers] == [("app", None)]
+    host_port = pods["host"].spec.containers[0].ports[0]
+    assert (host_port.container_port, host_port.host_port, host_port.protocol) == (9100, 9100, "TCP")
+
+    start = kube.resource_version
+    relabelled = kube.set_pod_labels("default", "web", {"app": "api"})
+    assert kube.set_pod_labels("default", "web", {"app": "api"}) == relabelled  # a no-op
+    kube.set_pod_labels("default", "plain", {"app": "web"})
+    kube.set_pod_labels("default", "plain", {})
+    kube.add_pod("default", "marker", "node-a", labels={"app": "web"})
+    seen = _watch_until(
+        core.list_pod_for_all_namespaces,
+        last="default/marker",
+        label_selector="app=web",
+        resource_version=start,
+    )
+    assert seen == [
+        ("DELETED", "default/web"),  # left the selection
+        ("ADDED", "default/plain"),
+        ("DELETED", "default/plain"),
+        ("ADDED", "default/marker"),
+    ]
+    assert "labels" not in kube.get("pods", "default", "plain")["metadata"]
+    assert kube.get("pods", "default", "web")["metadata"]["labels"] == {"app": "api"}
+    with pytest.raises(KeyError):
+        kube.set_pod_labels("default", "nope", {})
+
+
 # --- custom resources and the request log --------------------------------------------------------
 
 
@@ -778,7 +1178,7 @@ def test_request_log_records_rbac_verbs(
         ("update", "", "v1", "nodes", "", "node-a", 200),
         ("create", "events.k8s.io", "v1", "events", "default", "", 201),
         ("delete", "events.k8s.io", "v1", "events", "default", "logged", 200),
-        ("create", "", "v1", "namespaces", "", "", 404),
+        ("create", "", "v1", "namespaces", "", "", 405),  # namespaces are read-only here
     ]
     patch = next(r for r in kube.requests if r.verb == "patch")
     assert patch.content_type == "application/json-patch+json" and patch.method == "PATCH"

@@ -399,6 +399,8 @@ def test_rbac_is_least_privilege_and_bound_to_the_daemonset_account() -> None:
         | {("", "pods", v) for v in ("get", "list", "watch")}
         | {("events.k8s.io", "events", v) for v in ("create", "patch")}
         | {("crd.k8s.amazonaws.com", "eniconfigs", v) for v in ("get", "list", "watch")}
+        | {("", "namespaces", v) for v in ("list", "watch")}  # ENABLE_NETWORK_POLICY only
+        | {("networking.k8s.io", "networkpolicies", v) for v in ("list", "watch")}
     )
     assert granted == want
     assert all("*" not in part for grant in granted for part in grant)

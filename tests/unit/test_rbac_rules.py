@@ -42,6 +42,10 @@ DAEMON_CALLS = [
     pytest.param(Call("get", "crd.k8s.amazonaws.com", "eniconfigs", name="us-east-1a"), id="get-eniconfig"),
     pytest.param(Call("list", "crd.k8s.amazonaws.com", "eniconfigs"), id="list-eniconfigs"),
     pytest.param(Call("watch", "crd.k8s.amazonaws.com", "eniconfigs"), id="watch-eniconfigs"),
+    pytest.param(Call("list", "", "namespaces"), id="netpol-list-namespaces"),
+    pytest.param(Call("watch", "", "namespaces"), id="netpol-watch-namespaces"),
+    pytest.param(Call("list", "networking.k8s.io", "networkpolicies"), id="netpol-list-networkpolicies"),
+    pytest.param(Call("watch", "networking.k8s.io", "networkpolicies"), id="netpol-watch-networkpolicies"),
 ]
 
 FORBIDDEN_CALLS = [

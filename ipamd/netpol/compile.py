@@ -17,6 +17,12 @@ the pod's own source address is still there. In postrouting the input interface 
 egress is found by the pod's source address (the datapath's strict reverse-path filter on the host
 veth keeps a pod from using another's); ingress by the output interface, the pod's host veth.
 
+And one rule in a prerouting chain (priority raw) keeps each local pod to its own source address
+(``iifname @local-veths iifname . ip saddr != @local-sources drop``): the kernel's reverse-path
+filter drops such packets on an address-less veth only while rp_filter is on (1 or 2); with it off
+(some nodes run so) a pod could send with another local pod's address and be judged by that pod's
+egress.
+
 Per local pod isolated in a direction, one chain: ``i-<veth>`` (rules ``... accept``) or
 ``e-<veth>`` (rules ``... return``: egress allowed, go on to the destination's ingress), each ending
 in ``counter drop``. Peers chosen by selectors are named sets (``p-<hash>``, one per distinct
@@ -45,8 +51,17 @@ BASE_RULES = (
     "oifname @pending-veths drop",
     "oifname vmap @ingress",
 )
-# Sets and maps the base chain names: always present, contents diffed like any other.
-FIXED_SETS = {"pending-ips": SET_IPV4, "pending-veths": "ifname"}
+# Before anything else, a packet from a local pod's veth must carry that pod's address: egress is
+# judged by source address (postrouting has no input interface), so a pod must not borrow another's.
+PREROUTING_RULES = ("iifname @local-veths iifname . ip saddr != @local-sources drop",)
+PREROUTING_PRIORITY = "raw"
+# Sets and maps the base chains name: always present, contents diffed like any other.
+FIXED_SETS = {
+    "pending-ips": SET_IPV4,
+    "pending-veths": "ifname",
+    "local-veths": "ifname",
+    "local-sources": "ifname . ipv4_addr",
+}
 FIXED_MAPS = {"egress": "ipv4_addr : verdict", "ingress": "ifname : verdict"}
 
 
@@ -71,17 +86,21 @@ class Ruleset:
     egress: dict[str, str] = field(default_factory=dict)
     pending_ips: frozenset[str] = frozenset()
     pending_veths: frozenset[str] = frozenset()
+    local_veths: frozenset[str] = frozenset()
+    local_sources: frozenset[str] = frozenset()  # '"veth" . ip'
     # Per local pod (namespace/name): the policies selecting it, by direction (introspection).
     selected_by: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def objects(self) -> dict[str, int]:
         return {
-            "chains": len(self.chains) + 1,
-            "rules": sum(len(r) for r in self.chains.values()) + len(BASE_RULES),
+            "chains": len(self.chains) + 2,
+            "rules": sum(len(r) for r in self.chains.values()) + len(BASE_RULES) + len(PREROUTING_RULES),
             "sets": len(self.sets) + len(FIXED_SETS) + len(FIXED_MAPS),
             "set_elements": sum(len(e) for _, e in self.sets.values())
             + len(self.pending_ips)
             + len(self.pending_veths)
+            + len(self.local_veths)
+            + len(self.local_sources)
             + len(self.ingress)
             + len(self.egress),
         }
@@ -135,6 +154,8 @@ class Compiler:
             out.selected_by[f"{lp.namespace}/{lp.name}"] = selected
         out.pending_ips = frozenset(pending_ips)
         out.pending_veths = frozenset(pending_veths)
+        out.local_veths = frozenset(lp.veth for lp in local)
+        out.local_sources = frozenset(f'"{lp.veth}" . {lp.ip}' for lp in local)
         return out
 
     # --- chains ------------------------------------------------------------------------------
@@ -231,4 +252,14 @@ def _port_match(port: PortRule) -> str:
     return f"meta l4proto {proto} th dport {port.port}"
 
 
-__all__ = ["BASE_RULES", "FAMILY", "HOOK_PRIORITY", "TABLE", "Compiler", "LocalPod", "Ruleset"]
+__all__ = [
+    "BASE_RULES",
+    "FAMILY",
+    "HOOK_PRIORITY",
+    "PREROUTING_PRIORITY",
+    "PREROUTING_RULES",
+    "TABLE",
+    "Compiler",
+    "LocalPod",
+    "Ruleset",
+]

@@ -27,7 +27,7 @@ import structlog
 
 from ipamd.netpol.cluster import ClusterState
 from ipamd.netpol.compile import TABLE, Compiler, LocalPod, Ruleset
-from ipamd.netpol.nft import Nft, NftError, full_script, script, skeleton
+from ipamd.netpol.nft import Nft, NftError, base_rules, full_script, script, skeleton
 from ipamd.pool.model import Assignment, AttachmentKey
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class Enforcer:
         """Before serving. Strict: make sure the table's skeleton exists, so a pending pod is denied
         even before the first full program (an existing table is left as it is)."""
         if self.strict and not self.nft.table_exists():
-            self.nft.run("\n".join([*skeleton(), *_base_rules()]) + "\n")
+            self.nft.run("\n".join([*skeleton(), *base_rules()]) + "\n")
             log.info("netpol_skeleton_created", table=TABLE)
 
     def start(self, api: KubeApi, reflector_factory: Callable[..., Reflector] | None = None) -> None:
@@ -208,6 +208,8 @@ class Enforcer:
             self.nft.run(
                 f"add element inet {TABLE} pending-ips {{ {lp.ip} }}\n"
                 f'add element inet {TABLE} pending-veths {{ "{lp.veth}" }}\n'
+                f'add element inet {TABLE} local-veths {{ "{lp.veth}" }}\n'
+                f'add element inet {TABLE} local-sources {{ "{lp.veth}" . {lp.ip} }}\n'
             )
             return
         self.program()
@@ -347,12 +349,6 @@ class Enforcer:
             "programmed_resource_versions": dict(self.stats.programmed_rv),
             "pods": pods,
         }
-
-
-def _base_rules() -> list[str]:
-    from ipamd.netpol.compile import BASE_RULES
-
-    return [f"add rule inet {TABLE} postrouting {rule}" for rule in BASE_RULES]
 
 
 def _pod_view(lp: LocalPod, current: Ruleset | None) -> dict[str, Any]:

@@ -22,7 +22,17 @@ import subprocess
 from collections.abc import Iterable
 
 from ipamd.errors import DatapathError
-from ipamd.netpol.compile import BASE_RULES, FAMILY, FIXED_MAPS, FIXED_SETS, HOOK_PRIORITY, TABLE, Ruleset
+from ipamd.netpol.compile import (
+    BASE_RULES,
+    FAMILY,
+    FIXED_MAPS,
+    FIXED_SETS,
+    HOOK_PRIORITY,
+    PREROUTING_PRIORITY,
+    PREROUTING_RULES,
+    TABLE,
+    Ruleset,
+)
 
 T = f"{FAMILY} {TABLE}"
 _CHUNK = 2000  # elements per command: keeps each line of the script a sane size
@@ -66,13 +76,21 @@ def skeleton() -> list[str]:
         lines.append(f"add map {T} {name} {{ type {kind}; }}")
     hook = f"type filter hook postrouting priority {HOOK_PRIORITY}; policy accept;"
     lines.append(f"add chain {T} postrouting {{ {hook} }}")
+    hook = f"type filter hook prerouting priority {PREROUTING_PRIORITY}; policy accept;"
+    lines.append(f"add chain {T} prerouting {{ {hook} }}")
     return lines
+
+
+def base_rules() -> list[str]:
+    """The base chains' rules (the skeleton's chains are empty until these are added, once)."""
+    return [f"add rule {T} postrouting {rule}" for rule in BASE_RULES] + [
+        f"add rule {T} prerouting {rule}" for rule in PREROUTING_RULES
+    ]
 
 
 def full_script(desired: Ruleset) -> str:
     """The whole table, replacing whatever table of that name is there, in one transaction."""
-    lines = [f"add table {T}", f"delete table {T}", *skeleton()]
-    lines += [f"add rule {T} postrouting {rule}" for rule in BASE_RULES]
+    lines = [f"add table {T}", f"delete table {T}", *skeleton(), *base_rules()]
     lines += script(Ruleset(), desired, include_header=False).splitlines()
     return "\n".join(lines) + "\n"
 
@@ -95,8 +113,10 @@ def script(current: Ruleset, desired: Ruleset, *, include_header: bool = True) -
     for name, old_items, new_items in (
         ("pending-ips", current.pending_ips, desired.pending_ips),
         ("pending-veths", current.pending_veths, desired.pending_veths),
+        ("local-veths", current.local_veths, desired.local_veths),
+        ("local-sources", current.local_sources, desired.local_sources),  # elements already quoted
     ):
-        quote = name == "pending-veths"
+        quote = name in ("pending-veths", "local-veths")
         if old_items - new_items:
             elements += _elements(
                 "delete", name, [_quote_if(v) if quote else v for v in old_items - new_items]
@@ -166,4 +186,4 @@ class Nft:
         return True
 
 
-__all__ = ["Nft", "NftError", "full_script", "script", "skeleton"]
+__all__ = ["Nft", "NftError", "base_rules", "full_script", "script", "skeleton"]

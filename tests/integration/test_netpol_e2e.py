@@ -623,6 +623,49 @@ def _nft(ns: str, text: str) -> None:
     )
 
 
+def test_a_pod_cannot_borrow_another_pods_address(w: World) -> None:
+    """Egress is judged by source address: a pod sending from another local pod's address is dropped
+    before routing, so it cannot take that pod's allowances. Seen at the target: a datagram that
+    arrives is a leak (a TCP probe could not tell: the reply goes to the address's real owner)."""
+    put(
+        w,
+        policy(
+            "from-a",
+            {"podSelector": A, "ingress": [{"from": [{"namespaceSelector": ALL, "podSelector": A}]}]},
+            ns="z",
+        ),
+    )
+    w.programmed()
+    thief, victim, target = w.pods["x/b"], w.pods["y/a"], w.pods["z/a"]
+    listener = netns_socket(target.ns, kind=socket.SOCK_DGRAM)
+    listener.bind(("0.0.0.0", 82))
+    listener.settimeout(1.0)
+
+    def send_from(pod: WiredPod, source: str, word: bytes) -> None:
+        with contextlib.closing(netns_socket(pod.ns, kind=socket.SOCK_DGRAM)) as s:
+            s.bind((source, 0))
+            s.sendto(word, (target.ip, 82))
+
+    # The kernel's reverse-path filter would drop it too on an address-less veth (strict or loose), but
+    # not with rp_filter=0, which some nodes run: with it off, only the table stands in the way.
+    veth = next(p["veth"] for p in w.policy_view()["pods"] if p["pod"] == thief.key)
+    netns.run(
+        w.vpc.node, "sysctl", "-qw", f"net.ipv4.conf.{veth}.rp_filter=0", "net.ipv4.conf.all.rp_filter=0"
+    )
+    try:
+        send_from(victim, victim.ip, b"real")
+        assert listener.recvfrom(16)[0] == b"real"  # y/a itself is allowed: the listener hears it
+        netns.ip(thief.ns, "addr", "add", f"{victim.ip}/32", "dev", "eth0")
+        try:
+            send_from(thief, victim.ip, b"spoofed")
+            with pytest.raises(TimeoutError):
+                raise AssertionError(f"x/b reached z/a with y/a's address: {listener.recvfrom(16)}")
+        finally:
+            netns.ip(thief.ns, "addr", "del", f"{victim.ip}/32", "dev", "eth0")
+    finally:
+        listener.close()
+
+
 # --- fail-safe ------------------------------------------------------------------------------------
 
 

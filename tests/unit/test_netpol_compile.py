@@ -488,8 +488,31 @@ def test_the_full_script_replaces_the_table_in_one_transaction() -> None:
     assert lines[:2] == ["add table inet cloud-cni-netpol", "delete table inet cloud-cni-netpol"]
     assert (
         "priority srcnat - 5" in text
-        and lines[-1] == "add rule inet cloud-cni-netpol postrouting oifname vmap @ingress"
+        and "add rule inet cloud-cni-netpol postrouting oifname vmap @ingress" in lines
     )
+    assert (
+        lines[-1]
+        == "add rule inet cloud-cni-netpol prerouting iifname @local-veths iifname . ip saddr != @local-sources drop"
+    )
+
+
+def test_every_local_pod_is_kept_to_its_own_source_address() -> None:
+    state = ClusterState("n1")
+    state.replace_pods([pod_obj("x", "a", "10.0.0.10", "n1")])
+    state.replace_namespaces([ns_obj("x")])
+    state.replace_policies([])
+    local = [
+        LocalPod("x", "a", "10.0.0.10", "ccni0000000000a"),
+        LocalPod("y", "new", "10.0.0.11", "ccni0000000000b"),
+    ]
+    rs = Compiler().compile(state, local, strict=False)
+    assert rs.local_veths == {"ccni0000000000a", "ccni0000000000b"}  # open or not, known or not
+    assert rs.local_sources == {'"ccni0000000000a" . 10.0.0.10', '"ccni0000000000b" . 10.0.0.11'}
+    gone = Compiler().compile(state, local[:1], strict=False)
+    assert script(rs, gone).splitlines() == [
+        'delete element inet cloud-cni-netpol local-veths { "ccni0000000000b" }',
+        'delete element inet cloud-cni-netpol local-sources { "ccni0000000000b" . 10.0.0.11 }',
+    ]
 
 
 # --- validation of watched objects ---------------------------------------------------------------

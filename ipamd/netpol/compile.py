@@ -33,7 +33,9 @@ selection, shared by every rule naming it); an egress named port is a set of ``i
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ipamd.netpol.cluster import ALL_PODS, ClusterState, NamedPortKey, PeerKey
 from ipamd.netpol.model import EGRESS, INGRESS, IpBlock, Pod, Policy, PortRule, Rule
@@ -216,22 +218,30 @@ class Compiler:
         return lines
 
     def _peer_set(self, state: ClusterState, out: Ruleset, key: PeerKey) -> str:
-        name = key.set_name
-        if name not in out.sets:
-            elements = self._peer_cache.get(key)
-            if elements is None:
-                elements = self._peer_cache[key] = state.member_ips(key)
-            out.sets[name] = (SET_IPV4, elements)
-        return name
+        return _cached_set(out, key.set_name, SET_IPV4, self._peer_cache, key=key, compute=state.member_ips)
 
     def _named_set(self, state: ClusterState, out: Ruleset, key: NamedPortKey) -> str:
-        name = key.set_name
-        if name not in out.sets:
-            elements = self._named_cache.get(key)
-            if elements is None:
-                elements = self._named_cache[key] = state.named_port_elements(key)
-            out.sets[name] = (SET_NAMED_PORT, elements)
-        return name
+        return _cached_set(
+            out, key.set_name, SET_NAMED_PORT, self._named_cache, key=key, compute=state.named_port_elements
+        )
+
+
+def _cached_set(
+    out: Ruleset,
+    name: str,
+    kind: str,
+    cache: dict[Any, frozenset[str]],
+    *,
+    key: Any,
+    compute: Callable[[Any], frozenset[str]],
+) -> str:
+    """The set ``name`` in ``out``, its elements from ``cache`` (computed once while the key is clean)."""
+    if name not in out.sets:
+        elements = cache.get(key)
+        if elements is None:
+            elements = cache[key] = compute(key)
+        out.sets[name] = (kind, elements)
+    return name
 
 
 def _ip_block(block: IpBlock, addr: str) -> str:

@@ -78,18 +78,18 @@ class Pod:
 
 
 def node_env(tmp: Path, vpc: Vpc, **overrides: str) -> dict[str, str]:
-    return daemon_env(
-        tmp,
-        DATAPATH="linux",
-        SIM_INSTANCE_TYPE=vpc.instance_type,
-        SIM_SUBNET_CIDR=SUBNET,
-        SIM_VPC_CIDR=VPC_CIDR,
-        SIM_STATE_PATH=str(vpc.state_path),
-        MINIMUM_IP_TARGET="6",
-        WARM_IP_TARGET="1",
-        EXCLUDE_SNAT_CIDRS="192.0.2.0/24",
-        **overrides,
-    )
+    """The daemon on the simulated VPC's node; ``overrides`` win over these defaults."""
+    defaults = {
+        "DATAPATH": "linux",
+        "SIM_INSTANCE_TYPE": vpc.instance_type,
+        "SIM_SUBNET_CIDR": SUBNET,
+        "SIM_VPC_CIDR": VPC_CIDR,
+        "SIM_STATE_PATH": str(vpc.state_path),
+        "MINIMUM_IP_TARGET": "6",
+        "WARM_IP_TARGET": "1",
+        "EXCLUDE_SNAT_CIDRS": "192.0.2.0/24",
+    }
+    return daemon_env(tmp, **{**defaults, **overrides})
 
 
 def fail(step: str, vpc: Vpc, daemon: DaemonProcess | None, *pods: str) -> str:

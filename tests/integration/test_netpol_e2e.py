@@ -36,9 +36,10 @@ from ipamd.netpol.model import Cluster, ContainerPort, Pod, allowed, parse_polic
 from tests.fakes import netns
 from tests.fakes.kube_apiserver import KubeApiServer
 from tests.fakes.rbac import assert_allowed, load_rules
-from tests.fakes.vpc import SUBNET, VPC_CIDR, Vpc, netns_socket, vpc_topology
+from tests.fakes.vpc import SUBNET, Vpc, netns_socket, vpc_topology
 
-from .conftest import ROOT, DaemonProcess, daemon_env
+from .conftest import ROOT, DaemonProcess
+from .test_linux_datapath import node_env as linux_node_env
 from .test_shim_exec import netconf, shim
 
 pytestmark = [
@@ -326,23 +327,21 @@ def policy(name: str, spec: dict[str, Any], ns: str = "x") -> tuple[str, str, di
 
 
 def node_env(tmp: Path, vpc: Vpc, kubeconfig: str, **overrides: str) -> dict[str, str]:
-    return daemon_env(
+    return linux_node_env(
         tmp,
-        DATAPATH="linux",
-        SIM_INSTANCE_TYPE=vpc.instance_type,
-        SIM_SUBNET_CIDR=SUBNET,
-        SIM_VPC_CIDR=VPC_CIDR,
-        SIM_STATE_PATH=str(vpc.state_path),
-        MINIMUM_IP_TARGET="14",
-        WARM_IP_TARGET="2",
-        KUBECONFIG=kubeconfig,
-        NODE_NAME=NODE,
-        KUBERNETES_INTEGRATION="on",
-        STARTUP_TAINT="",
-        ENABLE_NETWORK_POLICY="true",
-        NETWORK_POLICY_ENFORCING_MODE="standard",
-        IP_COOLDOWN_PERIOD="0",
-        **overrides,
+        vpc,
+        **{
+            "MINIMUM_IP_TARGET": "14",
+            "WARM_IP_TARGET": "2",
+            "KUBECONFIG": kubeconfig,
+            "NODE_NAME": NODE,
+            "KUBERNETES_INTEGRATION": "on",
+            "STARTUP_TAINT": "",
+            "ENABLE_NETWORK_POLICY": "true",
+            "NETWORK_POLICY_ENFORCING_MODE": "standard",
+            "IP_COOLDOWN_PERIOD": "0",
+            **overrides,
+        },
     )
 
 

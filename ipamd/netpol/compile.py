@@ -92,6 +92,7 @@ class Ruleset:
     local_sources: frozenset[str] = frozenset()  # '"veth" . ip'
     # Per local pod (namespace/name): the policies selecting it, by direction (introspection).
     selected_by: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    unseen: frozenset[str] = frozenset()  # local pods (namespace/name) the watch has not seen
 
     def objects(self) -> dict[str, int]:
         return {
@@ -130,9 +131,12 @@ class Compiler:
         out = Ruleset()
         pending_ips: set[str] = set()
         pending_veths: set[str] = set()
+        unseen: set[str] = set()
         for lp in sorted(local, key=lambda p: p.veth):
             pod = state.pods.get((lp.namespace, lp.name))
             if pod is None or pod.host_network:
+                if pod is None:
+                    unseen.add(f"{lp.namespace}/{lp.name}")
                 if strict and pod is None:
                     pending_ips.add(lp.ip)
                     pending_veths.add(lp.veth)
@@ -156,6 +160,7 @@ class Compiler:
             out.selected_by[f"{lp.namespace}/{lp.name}"] = selected
         out.pending_ips = frozenset(pending_ips)
         out.pending_veths = frozenset(pending_veths)
+        out.unseen = frozenset(unseen)
         out.local_veths = frozenset(lp.veth for lp in local)
         out.local_sources = frozenset(f'"{lp.veth}" . {lp.ip}' for lp in local)
         return out

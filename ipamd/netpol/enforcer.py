@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -83,7 +84,7 @@ class Enforcer:
         self.stats = ProgramStats()
         self._local: dict[AttachmentKey, LocalPod] = {}
         self._lock = threading.Lock()  # the state, the local pods, the pending events
-        self._program_lock = threading.Lock()  # one transaction at a time, and ``current``
+        self._program_lock = threading.RLock()  # one transaction at a time, and ``current``
         self._wake = threading.Condition(self._lock)
         self._events: list[tuple[float, str, int]] = []  # (arrival, watch, resourceVersion)
         self._dirty = False
@@ -203,16 +204,18 @@ class Enforcer:
             self._wake.notify()
         if lp is None or not self.strict:
             return
-        if self.current is None and not self._all_listed():
-            # Before the first full program: deny it directly in the existing table.
-            self.nft.run(
-                f"add element inet {TABLE} pending-ips {{ {lp.ip} }}\n"
-                f'add element inet {TABLE} pending-veths {{ "{lp.veth}" }}\n'
-                f'add element inet {TABLE} local-veths {{ "{lp.veth}" }}\n'
-                f'add element inet {TABLE} local-sources {{ "{lp.veth}" . {lp.ip} }}\n'
-            )
-            return
-        self.program()
+        with self._program_lock:  # no full program may land between the check and the write
+            if self.current is None and not self._all_listed():
+                # Before the first full program: deny it directly in the existing table (which the
+                # first full program replaces whole, from what the watches say).
+                self.nft.run(
+                    f"add element inet {TABLE} pending-ips {{ {lp.ip} }}\n"
+                    f'add element inet {TABLE} pending-veths {{ "{lp.veth}" }}\n'
+                    f'add element inet {TABLE} local-veths {{ "{lp.veth}" }}\n'
+                    f'add element inet {TABLE} local-sources {{ "{lp.veth}" . {lp.ip} }}\n'
+                )
+                return
+            self.program()
 
     def pod_removed(self, a: Assignment) -> None:
         with self._lock:
@@ -236,7 +239,8 @@ class Enforcer:
                     self._wake.wait(1.0)
             if self._stop.is_set():
                 return
-            self._stop.wait(self.min_interval)  # gather a burst into one transaction
+            if self._stop.wait(self.min_interval):  # gather a burst into one transaction
+                return
             try:
                 self.program()
             except NftError:
@@ -244,7 +248,6 @@ class Enforcer:
                 self._stop.wait(delay)
             except Exception:  # a bug must not end enforcement; the kernel keeps its rules
                 log.exception("netpol_program_failed")
-                self.current = None
                 self._stop.wait(BACKOFF_MAX)
 
     def program(self) -> bool:
@@ -255,14 +258,17 @@ class Enforcer:
                     return False
                 self._dirty = False
                 events, self._events = self._events, []
-                desired = self.compiler.compile(self.state, list(self._local.values()), strict=self.strict)
-            full = self.current is None
-            text = full_script(desired) if full else script(self.current or Ruleset(), desired)
             started = self.clock()
             try:
+                with self._lock:
+                    desired = self.compiler.compile(
+                        self.state, list(self._local.values()), strict=self.strict
+                    )
+                full = self.current is None
+                text = full_script(desired) if full else script(self.current or Ruleset(), desired)
                 if text:
                     self.nft.run(text)
-            except NftError as exc:
+            except Exception as exc:  # nft refused it, or a bug: nothing applied, nothing forgotten
                 self._failed(exc, events)
                 raise
             done = self.clock()
@@ -271,9 +277,11 @@ class Enforcer:
             self._record(events, desired, full=full, ran=bool(text), started=started, done=done)
             return bool(text)
 
-    def _failed(self, exc: NftError, events: list[tuple[float, str, int]]) -> None:
+    def _failed(self, exc: Exception, events: list[tuple[float, str, int]]) -> None:
         self._failures += 1
         self.current = None  # rebuild it all next time
+        if not isinstance(exc, NftError):
+            self.compiler.invalidate()  # a compile that failed half way may have left its caches stale
         self.stats.failures += 1
         self.stats.last_error = str(exc)[:500]
         with self._lock:
@@ -359,7 +367,11 @@ def _pod_view(lp: LocalPod, current: Ruleset | None) -> dict[str, Any]:
     if lp.ip in current.pending_ips:
         view["state"] = "pending (strict: denied until the watch has seen it)"
         return view
-    selected = current.selected_by.get(f"{lp.namespace}/{lp.name}", {})
+    key = f"{lp.namespace}/{lp.name}"
+    selected = current.selected_by.get(key, {})
+    if key in current.unseen:
+        view["state"] = "open (not seen in the API yet)"
+        return view
     view["state"] = "isolated" if selected else "open (no policy selects it)"
     for direction, chain in (("Ingress", f"i-{lp.veth}"), ("Egress", f"e-{lp.veth}")):
         if direction not in selected:
@@ -414,10 +426,15 @@ class PolicyDatapath:
         from ipamd.datapath.base import NO_DNS
 
         wiring = await self.inner.add_pod(assignment, dns=dns or NO_DNS)
+        added = asyncio.ensure_future(asyncio.to_thread(self.enforcer.pod_added, assignment))
         try:
-            await asyncio.to_thread(self.enforcer.pod_added, assignment)
+            await asyncio.shield(added)
         except BaseException:
-            await self.inner.del_pod(assignment)  # ADD fails whole: no wired pod without its rules
+            # ADD fails whole: no wired pod without its rules. On cancellation the thread still
+            # runs: let it finish first, so the pod cannot be registered after it is removed.
+            with contextlib.suppress(BaseException):
+                await added
+            await self.inner.del_pod(assignment)
             self.enforcer.pod_removed(assignment)
             raise
         return wiring

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (usage lines, table printouts and the children's one-line scripts read better unwrapped)
 """What NetworkPolicy enforcement costs: programming latency, full rebuilds, throughput, memory.
 
     PYTHONPATH=. .venv/bin/python bench/bench_netpol.py latency    [--pods 1000] [--policies 200] [--local 50] [--changes 200]
@@ -27,7 +28,7 @@ throughput: two pod namespaces behind a node namespace (veths, /32 routes, as th
 rss: the daemon as in latency with --pods pods in the API; VmRSS with ENABLE_NETWORK_POLICY=true
   (every pod of the cluster watched) and with it false (only this node's pods), same pods.
 Prints figures; asserts nothing.
-"""  # noqa: E501
+"""
 
 from __future__ import annotations
 
@@ -86,25 +87,98 @@ def policy_spec(j: int, namespaces: list[str]) -> tuple[str, str, dict[str, Any]
     if shape == 0:
         spec: dict[str, Any] = {"podSelector": app, "policyTypes": ["Ingress", "Egress"]}
     elif shape == 1:
-        spec = {"podSelector": app, "ingress": [{"from": [{"podSelector": {"matchLabels": {"tier": "web"}}}], "ports": [{"port": "http"}]}]}  # fmt: skip
+        spec = {
+            "podSelector": app,
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"tier": "web"}}}], "ports": [{"port": "http"}]}
+            ],
+        }
     elif shape == 2:
-        spec = {"podSelector": app, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": f"t{j % 5}"}}, "podSelector": {"matchLabels": {"tier": "db"}}}], "ports": [{"port": 5432}]}]}  # fmt: skip
+        spec = {
+            "podSelector": app,
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {"matchLabels": {"team": f"t{j % 5}"}},
+                            "podSelector": {"matchLabels": {"tier": "db"}},
+                        }
+                    ],
+                    "ports": [{"port": 5432}],
+                }
+            ],
+        }
     elif shape == 3:
-        spec = {"podSelector": app, "ingress": [{"from": [{"ipBlock": {"cidr": "10.128.0.0/16", "except": ["10.128.1.0/24"]}}], "ports": [{"port": 80, "endPort": 90}]}]}  # fmt: skip
+        spec = {
+            "podSelector": app,
+            "ingress": [
+                {
+                    "from": [{"ipBlock": {"cidr": "10.128.0.0/16", "except": ["10.128.1.0/24"]}}],
+                    "ports": [{"port": 80, "endPort": 90}],
+                }
+            ],
+        }
     elif shape == 4:
-        spec = {"podSelector": app, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"env": "prod"}}}], "ports": [{"port": "metrics"}]}]}  # fmt: skip
+        spec = {
+            "podSelector": app,
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [{"namespaceSelector": {"matchLabels": {"env": "prod"}}}],
+                    "ports": [{"port": "metrics"}],
+                }
+            ],
+        }
     elif shape == 5:
-        spec = {"podSelector": app, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}], "ports": [{"port": 443}]}]}  # fmt: skip
+        spec = {
+            "podSelector": app,
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}],
+                    "ports": [{"port": 443}],
+                }
+            ],
+        }
     elif shape == 6:
-        spec = {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["a1", "a2"]}]}}]}]}  # fmt: skip
+        spec = {
+            "podSelector": {},
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": {
+                                "matchExpressions": [
+                                    {"key": "app", "operator": "NotIn", "values": ["a1", "a2"]}
+                                ]
+                            },
+                        }
+                    ]
+                }
+            ],
+        }
     else:
-        spec = {"podSelector": app, "policyTypes": ["Egress"], "egress": [{"to": [{"podSelector": {"matchLabels": {"app": f"a{(j + 1) % 10}"}}}], "ports": [{"port": "dns", "protocol": "UDP"}]}]}  # fmt: skip
+        spec = {
+            "podSelector": app,
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [{"podSelector": {"matchLabels": {"app": f"a{(j + 1) % 10}"}}}],
+                    "ports": [{"port": "dns", "protocol": "UDP"}],
+                }
+            ],
+        }
     return ns, f"p-{j}", spec
 
 
 def pod_object(i: int, namespaces: list[str], node: str, ip: str) -> dict[str, Any]:
     return {
-        "metadata": {"namespace": namespaces[i % len(namespaces)], "name": f"pod-{i}", "labels": pod_labels(i)},
+        "metadata": {
+            "namespace": namespaces[i % len(namespaces)],
+            "name": f"pod-{i}",
+            "labels": pod_labels(i),
+        },
         "spec": {"nodeName": node, "containers": [{"name": "app", "ports": PORTS}]},
         "status": {"phase": "Running", "podIP": ip},
     }
@@ -116,7 +190,9 @@ def pod_object(i: int, namespaces: list[str], node: str, ip: str) -> dict[str, A
 class Node:
     """The real daemon in a VPC node namespace with the fake API server inside it."""
 
-    def __init__(self, stack: ExitStack, tmp: Path, *, pods: int, policies: int, local: int, enabled: bool) -> None:
+    def __init__(
+        self, stack: ExitStack, tmp: Path, *, pods: int, policies: int, local: int, enabled: bool
+    ) -> None:
         from tests.fakes.kube_apiserver import KubeApiServer
         from tests.fakes.vpc import SUBNET, VPC_CIDR, vpc_topology
         from tests.integration.conftest import DaemonProcess, daemon_env
@@ -132,7 +208,14 @@ class Node:
         for i in range(self.remote):
             obj = pod_object(i, self.namespaces, f"node-{i % 50}", remote_ip(i))
             meta = obj["metadata"]
-            self.api.add_pod(meta["namespace"], meta["name"], obj["spec"]["nodeName"], labels=meta["labels"], containers=obj["spec"]["containers"], pod_ip=remote_ip(i))  # fmt: skip
+            self.api.add_pod(
+                meta["namespace"],
+                meta["name"],
+                obj["spec"]["nodeName"],
+                labels=meta["labels"],
+                containers=obj["spec"]["containers"],
+                pod_ip=remote_ip(i),
+            )
         for j in range(policies):
             ns, name, spec = policy_spec(j, self.namespaces)
             self.api.put_network_policy(ns, name, spec)
@@ -154,7 +237,9 @@ class Node:
         )
         self.daemon = DaemonProcess(dir=tmp, env=env, netns=self.vpc.node)
         self.daemon.start()
-        stack.callback(lambda: self.daemon.kill() if self.daemon.proc and self.daemon.proc.poll() is None else None)
+        stack.callback(
+            lambda: self.daemon.kill() if self.daemon.proc and self.daemon.proc.poll() is None else None
+        )
         self.daemon.wait_pool(lambda p: p["total"] >= local, timeout=60)
         self.local: list[tuple[str, str]] = []
         for k in range(local):
@@ -166,10 +251,14 @@ class Node:
         from tests.integration.test_shim_exec import netconf, shim
 
         ns_name, name = self.namespaces[i % len(self.namespaces)], f"pod-{i}"
-        self.api.add_pod(ns_name, name, NODE, labels=pod_labels(i), containers=[{"name": "app", "ports": PORTS}])
+        self.api.add_pod(
+            ns_name, name, NODE, labels=pod_labels(i), containers=[{"name": "app", "ports": PORTS}]
+        )
         pod_ns = self.vpc.new_pod()
         args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={ns_name};K8S_POD_NAME={name};K8S_POD_UID={uuid.uuid4()}"
-        done = shim("ADD", netconf(self.daemon.socket), cid=f"ctr-{i}", netns=f"/var/run/netns/{pod_ns}", args=args)
+        done = shim(
+            "ADD", netconf(self.daemon.socket), cid=f"ctr-{i}", netns=f"/var/run/netns/{pod_ns}", args=args
+        )
         if done.code != 0:
             raise SystemExit(f"ADD {ns_name}/{name}: {done}")
         ip = done.json["ips"][0]["address"].split("/")[0]
@@ -192,7 +281,11 @@ class Node:
         raise SystemExit(f"{watch} rv {rv} not programmed after {timeout} s")
 
     def programmed(self) -> None:
-        for watch, kind in (("netpol-pods", "pods"), ("namespaces", "namespaces"), ("networkpolicies", "networkpolicies")):
+        for watch, kind in (
+            ("netpol-pods", "pods"),
+            ("namespaces", "namespaces"),
+            ("networkpolicies", "networkpolicies"),
+        ):
             self.wait(watch, self.api.latest_rv(kind), timeout=120)
 
     def rss_kb(self) -> int:
@@ -209,17 +302,25 @@ def run_latency(args: argparse.Namespace) -> None:
         t0 = time.monotonic()
         node = Node(stack, Path(d), pods=args.pods, policies=args.policies, local=args.local, enabled=True)
         view = node.daemon.get("/v1/policy")
-        print(f"set-up {time.monotonic() - t0:.1f} s: {args.pods} pods ({args.local} on this node), "
-              f"{len(node.namespaces)} namespaces, {args.policies} policies; table {view['objects']}")  # fmt: skip
+        print(
+            f"set-up {time.monotonic() - t0:.1f} s: {args.pods} pods ({args.local} on this node), "
+            f"{len(node.namespaces)} namespaces, {args.policies} policies; table {view['objects']}"
+        )
         samples: dict[str, list[float]] = {}
         created: list[tuple[str, str]] = []
         for n in range(args.changes):
-            kind = ("pod-label", "policy", "namespace-label", "pod-create", "pod-delete", "local-pod-label")[n % 6]
+            kind = ("pod-label", "policy", "namespace-label", "pod-create", "pod-delete", "local-pod-label")[
+                n % 6
+            ]
             i = rng.randrange(node.remote)
             ns_i = rng.randrange(len(node.namespaces))
             start = time.monotonic()
             if kind == "pod-label":
-                obj = node.api.set_pod_labels(node.namespaces[i % len(node.namespaces)], f"pod-{i}", {**pod_labels(i), "app": f"a{rng.randrange(10)}"})  # fmt: skip
+                obj = node.api.set_pod_labels(
+                    node.namespaces[i % len(node.namespaces)],
+                    f"pod-{i}",
+                    {**pod_labels(i), "app": f"a{rng.randrange(10)}"},
+                )
                 watch = "netpol-pods"
             elif kind == "policy":
                 ns, name, spec = policy_spec(rng.randrange(args.policies), node.namespaces)
@@ -227,12 +328,21 @@ def run_latency(args: argparse.Namespace) -> None:
                 obj = node.api.put_network_policy(ns, name, spec)
                 watch = "networkpolicies"
             elif kind == "namespace-label":
-                obj = node.api.set_namespace_labels(node.namespaces[ns_i], {"team": f"t{rng.randrange(5)}", "env": "prod"})  # fmt: skip
+                obj = node.api.set_namespace_labels(
+                    node.namespaces[ns_i], {"team": f"t{rng.randrange(5)}", "env": "prod"}
+                )
                 watch = "namespaces"
             elif kind == "pod-create":
                 name = f"extra-{n}"
                 ns = node.namespaces[ns_i]
-                obj = node.api.add_pod(ns, name, "node-7", labels=pod_labels(n), containers=[{"name": "app", "ports": PORTS}], pod_ip=f"10.129.{n // 250}.{n % 250 + 1}")  # fmt: skip
+                obj = node.api.add_pod(
+                    ns,
+                    name,
+                    "node-7",
+                    labels=pod_labels(n),
+                    containers=[{"name": "app", "ports": PORTS}],
+                    pod_ip=f"10.129.{n // 250}.{n % 250 + 1}",
+                )
                 created.append((ns, name))
                 watch = "netpol-pods"
             elif kind == "pod-delete":
@@ -241,16 +351,26 @@ def run_latency(args: argparse.Namespace) -> None:
                 watch = "netpol-pods"
             else:
                 ns, name = node.local[rng.randrange(len(node.local))]
-                obj = node.api.set_pod_labels(ns, name, {**pod_labels(rng.randrange(10)), "app": f"a{rng.randrange(10)}"})  # fmt: skip
+                obj = node.api.set_pod_labels(
+                    ns, name, {**pod_labels(rng.randrange(10)), "app": f"a{rng.randrange(10)}"}
+                )
                 watch = "netpol-pods"
             rv = int(obj["metadata"]["resourceVersion"])
             samples.setdefault(kind, []).append(node.wait(watch, rv) - start)
         everything = [s for v in samples.values() for s in v]
         print(f"{'change':<18} {'n':>4} {'p50 ms':>8} {'p99 ms':>8}")
         for kind, v in samples.items():
-            print(f"{kind:<18} {len(v):>4} {statistics.median(v) * 1000:8.1f} {percentile(v, 0.99) * 1000:8.1f}")
-        print(f"{'all':<18} {len(everything):>4} {statistics.median(everything) * 1000:8.1f} {percentile(everything, 0.99) * 1000:8.1f}")  # fmt: skip
-        print(ratio_line("programming latency p99", percentile(everything, 0.99), 1.0, "s", higher_is_better=False))
+            print(
+                f"{kind:<18} {len(v):>4} {statistics.median(v) * 1000:8.1f} {percentile(v, 0.99) * 1000:8.1f}"
+            )
+        print(
+            f"{'all':<18} {len(everything):>4} {statistics.median(everything) * 1000:8.1f} {percentile(everything, 0.99) * 1000:8.1f}"
+        )
+        print(
+            ratio_line(
+                "programming latency p99", percentile(everything, 0.99), 1.0, "s", higher_is_better=False
+            )
+        )
         view = node.daemon.get("/v1/policy")
         print(f"transactions {view['transactions']}; table {view['objects']}")
 
@@ -262,8 +382,10 @@ def run_rss(args: argparse.Namespace) -> None:
             node = Node(stack, Path(d), pods=args.pods, policies=200, local=args.local, enabled=enabled)
             time.sleep(2.0)
             out[enabled] = node.rss_kb()
-            print(f"ENABLE_NETWORK_POLICY={'true' if enabled else 'false':<5}: daemon VmRSS {out[enabled] / 1024:.1f} MB "
-                  f"({args.pods} pods in the API, {args.local} on this node)")  # fmt: skip
+            print(
+                f"ENABLE_NETWORK_POLICY={'true' if enabled else 'false':<5}: daemon VmRSS {out[enabled] / 1024:.1f} MB "
+                f"({args.pods} pods in the API, {args.local} on this node)"
+            )
     print(f"NetworkPolicy with {args.pods} pods watched: +{(out[True] - out[False]) / 1024:.1f} MB")
 
 
@@ -275,18 +397,29 @@ def run_rebuild(args: argparse.Namespace) -> None:
     from ipamd.netpol.compile import Compiler, LocalPod
     from ipamd.netpol.nft import full_script
 
-    print(f"{'pods':>6} {'policies':>8} {'state ms':>9} {'compile ms':>10} {'script ms':>9} {'nft ms':>8} "
-          f"{'total ms':>9} {'us/pod':>7} {'chains':>6} {'rules':>6} {'sets':>5} {'elements':>8} {'script KB':>9}")  # fmt: skip
+    print(
+        f"{'pods':>6} {'policies':>8} {'state ms':>9} {'compile ms':>10} {'script ms':>9} {'nft ms':>8} "
+        f"{'total ms':>9} {'us/pod':>7} {'chains':>6} {'rules':>6} {'sets':>5} {'elements':>8} {'script KB':>9}"
+    )
     for size in (int(s) for s in args.sizes.split(",")):
         namespaces = namespace_names(size)
         local_n = min(100, size)
-        pods = [pod_object(i, namespaces, NODE if i < local_n else f"node-{i % 50}", remote_ip(i)) for i in range(size)]
-        ns_objs = [{"metadata": {"name": n, "labels": {"kubernetes.io/metadata.name": n, **namespace_labels(i)}}} for i, n in enumerate(namespaces)]  # fmt: skip
+        pods = [
+            pod_object(i, namespaces, NODE if i < local_n else f"node-{i % 50}", remote_ip(i))
+            for i in range(size)
+        ]
+        ns_objs = [
+            {"metadata": {"name": n, "labels": {"kubernetes.io/metadata.name": n, **namespace_labels(i)}}}
+            for i, n in enumerate(namespaces)
+        ]
         policies = []
         for j in range(10 * len(namespaces)):
             ns, name, spec = policy_spec(j, namespaces)
             policies.append({"metadata": {"namespace": ns, "name": name}, "spec": spec})
-        local = [LocalPod(p["metadata"]["namespace"], p["metadata"]["name"], p["status"]["podIP"], f"ccni{i:011x}") for i, p in enumerate(pods[:local_n])]  # fmt: skip
+        local = [
+            LocalPod(p["metadata"]["namespace"], p["metadata"]["name"], p["status"]["podIP"], f"ccni{i:011x}")
+            for i, p in enumerate(pods[:local_n])
+        ]
         times: dict[str, list[float]] = {k: [] for k in ("state", "compile", "script", "nft")}
         objects: dict[str, int] = {}
         text = ""
@@ -302,16 +435,20 @@ def run_rebuild(args: argparse.Namespace) -> None:
                 t2 = time.perf_counter()
                 text = full_script(desired)
                 t3 = time.perf_counter()
-                subprocess.run(["ip", "netns", "exec", ns_name, "nft", "-f", "-"], input=text.encode(), check=True)
+                subprocess.run(
+                    ["ip", "netns", "exec", ns_name, "nft", "-f", "-"], input=text.encode(), check=True
+                )
                 t4 = time.perf_counter()
                 for k, a, b in (("state", t0, t1), ("compile", t1, t2), ("script", t2, t3), ("nft", t3, t4)):
                     times[k].append(b - a)
                 objects = desired.objects()
         med = {k: statistics.median(v) * 1000 for k, v in times.items()}
         total = sum(med.values())
-        print(f"{size:>6} {len(policies):>8} {med['state']:9.1f} {med['compile']:10.1f} {med['script']:9.1f} {med['nft']:8.1f} "
-              f"{total:9.1f} {total * 1000 / size:7.1f} {objects['chains']:>6} {objects['rules']:>6} {objects['sets']:>5} "
-              f"{objects['set_elements']:>8} {len(text) / 1024:9.1f}")  # fmt: skip
+        print(
+            f"{size:>6} {len(policies):>8} {med['state']:9.1f} {med['compile']:10.1f} {med['script']:9.1f} {med['nft']:8.1f} "
+            f"{total:9.1f} {total * 1000 / size:7.1f} {objects['chains']:>6} {objects['rules']:>6} {objects['sets']:>5} "
+            f"{objects['set_elements']:>8} {len(text) / 1024:9.1f}"
+        )
 
 
 # --- throughput -----------------------------------------------------------------------------------
@@ -363,22 +500,54 @@ def run_throughput(args: argparse.Namespace) -> None:
             netns.ip(node, "route", "add", f"{ips[pod]}/32", "dev", veths[pod], "scope", "link")
         # --policies policies in namespace x selecting both pods both ways; what allows a -> b comes last
         pods = [
-            {"metadata": {"namespace": "x", "name": n, "labels": {"pod": n, "app": "bench"}}, "spec": {"nodeName": NODE, "containers": [{"name": "c", "ports": [{"name": "iperf", "containerPort": 5201}]}]}, "status": {"podIP": ip}}  # fmt: skip
+            {
+                "metadata": {"namespace": "x", "name": n, "labels": {"pod": n, "app": "bench"}},
+                "spec": {
+                    "nodeName": NODE,
+                    "containers": [{"name": "c", "ports": [{"name": "iperf", "containerPort": 5201}]}],
+                },
+                "status": {"podIP": ip},
+            }
             for n, ip in (("a", ips[a]), ("b", ips[b]))
         ]
         policies = []
         for j in range(args.policies - 1):
             _, name, spec = policy_spec(j, ["x"])
-            spec = {**spec, "podSelector": {"matchLabels": {"app": "bench"}}, "policyTypes": ["Ingress", "Egress"]}
+            spec = {
+                **spec,
+                "podSelector": {"matchLabels": {"app": "bench"}},
+                "policyTypes": ["Ingress", "Egress"],
+            }
             policies.append({"metadata": {"namespace": "x", "name": name}, "spec": spec})
-        policies.append({"metadata": {"namespace": "x", "name": "allow"}, "spec": {"podSelector": {"matchLabels": {"app": "bench"}}, "policyTypes": ["Ingress", "Egress"], "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}], "ports": [{"port": "iperf"}]}], "egress": [{"to": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}})  # fmt: skip
+        policies.append(
+            {
+                "metadata": {"namespace": "x", "name": "allow"},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app": "bench"}},
+                    "policyTypes": ["Ingress", "Egress"],
+                    "ingress": [
+                        {
+                            "from": [{"podSelector": {"matchLabels": {"pod": "a"}}}],
+                            "ports": [{"port": "iperf"}],
+                        }
+                    ],
+                    "egress": [{"to": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}],
+                },
+            }
+        )
         state = ClusterState(NODE)
-        state.replace_namespaces([{"metadata": {"name": "x", "labels": {"kubernetes.io/metadata.name": "x"}}}])
+        state.replace_namespaces(
+            [{"metadata": {"name": "x", "labels": {"kubernetes.io/metadata.name": "x"}}}]
+        )
         state.replace_pods(pods)
         state.replace_policies(policies)
-        table = Compiler().compile(state, [LocalPod("x", "a", ips[a], veths[a]), LocalPod("x", "b", ips[b], veths[b])], strict=False)  # fmt: skip
+        table = Compiler().compile(
+            state, [LocalPod("x", "a", ips[a], veths[a]), LocalPod("x", "b", ips[b], veths[b])], strict=False
+        )
         load = full_script(table)
-        receiver = subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True)  # fmt: skip
+        receiver = subprocess.Popen(
+            ["ip", "netns", "exec", b, sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True
+        )
         assert receiver.stdout is not None
         receiver.stdout.readline()
         results: dict[str, list[float]] = {"none": [], "policies": []}
@@ -387,22 +556,33 @@ def run_throughput(args: argparse.Namespace) -> None:
                 mode = ("none", "policies")[r % 2]
                 netns.run(node, "nft", "delete", "table", "inet", "cloud-cni-netpol", check=False)
                 if mode == "policies":
-                    subprocess.run(["ip", "netns", "exec", node, "nft", "-f", "-"], input=load.encode(), check=True)
-                subprocess.run(["ip", "netns", "exec", a, sys.executable, "-c", _SENDER, ips[b], str(args.seconds)], check=True)  # fmt: skip
+                    subprocess.run(
+                        ["ip", "netns", "exec", node, "nft", "-f", "-"], input=load.encode(), check=True
+                    )
+                subprocess.run(
+                    ["ip", "netns", "exec", a, sys.executable, "-c", _SENDER, ips[b], str(args.seconds)],
+                    check=True,
+                )
                 total, seconds = receiver.stdout.readline().split()
                 results[mode].append(int(total) * 8 / float(seconds) / 1e9)
         finally:
             receiver.kill()
         rules = table.objects()["rules"]
-        print(f"a -> b TCP, {args.rounds} rounds of {args.seconds} s each way, table: {args.policies} policies, {rules} rules")
+        print(
+            f"a -> b TCP, {args.rounds} rounds of {args.seconds} s each way, table: {args.policies} policies, {rules} rules"
+        )
         for mode, v in results.items():
-            print(f"{mode:<9} Gbit/s median {statistics.median(v):6.2f}  rounds {' '.join(f'{x:.2f}' for x in v)}")
+            print(
+                f"{mode:<9} Gbit/s median {statistics.median(v):6.2f}  rounds {' '.join(f'{x:.2f}' for x in v)}"
+            )
         ratio = statistics.median(results["policies"]) / statistics.median(results["none"])
         print(ratio_line("throughput with policies / without", ratio, 0.95, "x", higher_is_better=True))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("latency")
     p.add_argument("--pods", type=int, default=1000)
@@ -423,7 +603,9 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("root: network namespaces and nftables")
     print(f"bench_netpol {args.what} {time.strftime('%Y-%m-%d %H:%M:%S')} load {os.getloadavg()[0]:.2f}")
-    {"latency": run_latency, "rebuild": run_rebuild, "throughput": run_throughput, "rss": run_rss}[args.what](args)
+    {"latency": run_latency, "rebuild": run_rebuild, "throughput": run_throughput, "rss": run_rss}[args.what](
+        args
+    )
 
 
 if __name__ == "__main__":

@@ -689,6 +689,24 @@ def test_an_api_outage_keeps_the_programmed_state(w: World) -> None:
     w.check("after the outage: the deletion made during it is applied")
 
 
+def test_watches_cut_and_expired_re_list_and_catch_up(w: World) -> None:
+    put(w, policy("deny-ingress", {"podSelector": ALL, "policyTypes": ["Ingress"]}))
+    w.check("before")
+    before = {name: state["relists"] for name, state in w.policy_view()["watches"].items()}
+    w.api.drop_watches()  # cut mid-stream: each resumes from its last resourceVersion, no re-list
+    w.api.set_namespace_labels("y", {"team": "blue"})
+    w.check("after the resumed watches")
+    assert {name: state["relists"] for name, state in w.policy_view()["watches"].items()} == before
+    w.api.drop_watches()  # cut; they reconnect after a backoff (>= 0.4 s) ...
+    w.api.delete_network_policy("x", "deny-ingress")
+    w.api.set_namespace_labels("y", {"team": "red"})
+    w.api.set_pod_labels("z", "c", {"pod": "c", "team": "red"})
+    w.api.compact()  # ... from versions the server no longer holds: 410 Gone, so each re-lists
+    w.check("after the re-lists: the deletion made meanwhile is applied")
+    after = {name: state["relists"] for name, state in w.policy_view()["watches"].items()}
+    assert all(after[n] > before[n] for n in before), (before, after)
+
+
 def test_a_daemon_restart_never_opens_a_denied_flow(w: World) -> None:
     put(
         w,

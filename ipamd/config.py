@@ -21,6 +21,7 @@ from ipamd.pool.model import WarmPoolTargets
 PROVIDERS = ("aws", "azure", "sim")
 DATAPATHS = ("linux", "windows", "none")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+POOL_MODES = ("static", "adaptive")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -66,6 +67,40 @@ def _positive_rate(raw: str) -> float:
         raise ValueError("a number > 0 (calls per second)") from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError("a number > 0 (calls per second)")
+    return value
+
+
+def _api_budget(raw: str) -> dict[str, float]:
+    """``class=rate,...``: cluster-wide calls per second per action class (ipamd.cloud.budget).
+
+    Which classes a provider has is checked in ``Settings.from_env``, where CLOUD_PROVIDER is known.
+    """
+    from ipamd.cloud.budget import ARM_CLASSES, EC2_CLASSES
+
+    known = (*EC2_CLASSES, *ARM_CLASSES)
+    allowed = (
+        f"class=calls-per-second pairs, comma-separated, e.g. assign=4,interface=4,attach=4,describe=16; "
+        f"classes: {', '.join(EC2_CLASSES)} (aws, sim) or {', '.join(ARM_CLASSES)} (azure); rates > 0"
+    )
+    budget: dict[str, float] = {}
+    for item in raw.split(","):
+        cls, sep, rate_text = (part.strip() for part in item.partition("="))
+        if not sep or cls.lower() not in known or cls.lower() in budget:
+            raise ValueError(allowed)
+        try:
+            rate = float(rate_text)
+        except ValueError:
+            raise ValueError(allowed) from None
+        if not math.isfinite(rate) or rate <= 0:
+            raise ValueError(allowed)
+        budget[cls.lower()] = rate
+    return budget
+
+
+def _positive_duration(raw: str) -> float:
+    value = _duration(raw)
+    if value <= 0:
+        raise ValueError("seconds > 0 (300) or a duration such as 90s, 5m, 1h30m")
     return value
 
 
@@ -305,6 +340,18 @@ def _duration(raw: str) -> float:
     return hours * 3600 + minutes * 60 + seconds
 
 
+def _adaptive_window(raw: str) -> float:
+    """ADAPTIVE_WINDOW: a duration of at least a minute (the history is kept in 30 slices of it)."""
+    allowed = "a duration of at least 1m: seconds (1800) or such as 90s, 30m, 1h"
+    try:
+        value = _duration(raw)
+    except ValueError:
+        raise ValueError(allowed) from None
+    if value < 60:
+        raise ValueError(allowed)
+    return value
+
+
 def _integration(raw: str) -> str:
     return _choice(("auto", "on", "off"))(raw)
 
@@ -409,6 +456,13 @@ VARIABLES: tuple[Variable, ...] = (
              "Hysteresis: the pool shrinks only after this many seconds without growing or shrinking."),
     Variable("POOL_MIN_ACTION_INTERVAL", "pool_min_action_interval", "0", _seconds,
              "Least seconds between two pool batches (0: react at once; the reference paces at 5)."),
+    Variable("POOL_MODE", "pool_mode", "static", _choice(POOL_MODES),
+             "static: the targets above, as set; adaptive: learn the node's pod starts and choose the free "
+             "addresses and batch itself (WARM_IP/MINIMUM_IP/WARM_PREFIX targets, IP_BATCH_SIZE and "
+             "POOL_RELEASE_DELAY are floors; WARM_ENI_TARGET is ignored; docs/pool-policy.md)."),
+    Variable("ADAPTIVE_WINDOW", "adaptive_window", "30m", _adaptive_window,
+             "POOL_MODE=adaptive: how long a burst of pod starts is remembered, i.e. pre-warmed for and not "
+             "released (at least 1m)."),
     Variable("ADD_WAIT_TIMEOUT", "add_wait_timeout", "5", _seconds,
              "How long an ADD waits for the pool to grow when it is empty, before CNI error 11.",
              azure_default="30"),
@@ -419,6 +473,14 @@ VARIABLES: tuple[Variable, ...] = (
              "Client-side limit on cloud API calls per second (token bucket refill).", azure_default="1"),
     Variable("CLOUD_API_BURST", "cloud_api_burst", "10", _int_at_least(1),
              "Client-side token bucket size for cloud API calls."),
+    Variable("CLOUD_API_BUDGET", "cloud_api_budget", None, _api_budget,
+             "Cluster-wide cloud API calls per second per action class, e.g. "
+             "assign=4,interface=4,attach=4,describe=16 (azure: write=, read=); each node takes budget / "
+             "the Kubernetes node count, on top of CLOUD_API_RATE. Needs the Kubernetes integration."),
+    Variable("CLOUD_API_BUDGET_POLL_INTERVAL", "cloud_api_budget_poll_interval", "10m", _positive_duration,
+             "CLOUD_API_BUDGET: how often the node count is read from the API (jittered +-20%)."),
+    Variable("CLOUD_API_BUDGET_ASSUMED_NODES", "cloud_api_budget_assumed_nodes", "100", _int_at_least(1),
+             "CLOUD_API_BUDGET: the node count assumed until the API has answered once."),
     Variable("GROWTH_PAUSE", "growth_pause", "120", _seconds,
              "Seconds growth pauses after the subnet is full or a limit is hit."),
     Variable("RECONCILE_INTERVAL", "reconcile_interval", "60", _seconds,
@@ -547,10 +609,15 @@ class Settings:
     cluster_name: str = ""
     pool_release_delay: float = 30.0
     pool_min_action_interval: float = 0.0
+    pool_mode: str = "static"
+    adaptive_window: float = 1800.0
     add_wait_timeout: float = 5.0
     cooldown_override_wait: float = 2.0
     cloud_api_rate: float = 5.0
     cloud_api_burst: int = 10
+    cloud_api_budget: dict[str, float] | None = None
+    cloud_api_budget_poll_interval: float = 600.0
+    cloud_api_budget_assumed_nodes: int = 100
     growth_pause: float = 120.0
     reconcile_interval: float = 60.0
     shutdown_timeout: float = 10.0
@@ -606,7 +673,10 @@ class Settings:
         """Parse every variable of ``VARIABLES``; the first bad one raises ConfigError."""
         values: dict[str, Any] = {}
         azure = (env.get("CLOUD_PROVIDER") or "").strip().lower() == "azure"
-        mode_set = any((env.get(name) or "").strip() for name in _POOL_MODE_VARS)
+        # POOL_MODE=adaptive chooses the warm target itself: the azure warm-IP defaults would be floors.
+        mode_set = any((env.get(name) or "").strip() for name in _POOL_MODE_VARS) or (
+            (env.get("POOL_MODE") or "").strip().lower() == "adaptive"
+        )
         for var in VARIABLES:
             raw = env.get(var.name)
             if var.name == "NODE_NAME" and (raw is None or not raw.strip()):
@@ -653,6 +723,8 @@ class Settings:
                 "true needs the Kubernetes integration (KUBERNETES_INTEGRATION auto or on): policies, "
                 "namespaces and pods are read from the API",
             )
+        if values["cloud_api_budget"] is not None:
+            _check_api_budget(values, env.get("CLOUD_API_BUDGET", ""))
         return cls(**values)
 
     def targets(self) -> WarmPoolTargets:
@@ -696,6 +768,23 @@ class Settings:
         """The effective settings by env var name, for GET /v1/config and the start-up log."""
         by_field = {f.name: getattr(self, f.name) for f in fields(self)}
         return {var.name: by_field[var.field] for var in VARIABLES}
+
+
+def _check_api_budget(values: Mapping[str, Any], raw: str) -> None:
+    """CLOUD_API_BUDGET's classes are the provider's, and the node count comes from the API."""
+    from ipamd.cloud.budget import check_budget
+
+    try:
+        check_budget(values["cloud_api_budget"], values["cloud_provider"])
+    except ValueError as exc:
+        raise ConfigError("CLOUD_API_BUDGET", raw, "allowed: " + str(exc)) from None
+    if values["kubernetes_integration"] == "off":
+        raise ConfigError(
+            "CLOUD_API_BUDGET",
+            raw,
+            "set only with the Kubernetes integration (KUBERNETES_INTEGRATION auto or on): each node's "
+            "share is the budget divided by the node count the API reports",
+        )
 
 
 def check_datapath(settings: Settings, platform: str = sys.platform) -> None:

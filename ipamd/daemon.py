@@ -44,6 +44,7 @@ from ipamd.errors import CheckpointError, CloudCniError, ConfigError
 from ipamd.k8s import integration as k8s
 from ipamd.manager import PoolManager
 from ipamd.metrics import LoopReader, Metrics
+from ipamd.pool.adaptive import DemandTracker
 from ipamd.pool.datastore import Datastore
 from ipamd.rpc.server import RpcServer
 from ipamd.service import IpamService
@@ -390,6 +391,13 @@ class Daemon:
             datapath = PolicyDatapath(datapath, self.enforcer)
         elif s.datapath == "linux":
             await asyncio.to_thread(_remove_policy_table)
+        budget = None
+        if s.cloud_api_budget is not None:  # counted from now: the first count precedes the first cloud call
+            from ipamd.k8s.nodecount import share_budget
+
+            budget, counter = share_budget(s, kube, self.metrics)  # ConfigError without the integration
+            held.callback(counter.stop)
+            held.callback(budget.close)  # calls waiting for a share give up: shutdown never waits for them
         # Before the cloud or any state is touched: one daemon per checkpoint and per socket.
         path = Path(s.checkpoint_path)
         self._lock = hold_lock(path)
@@ -405,7 +413,7 @@ class Daemon:
             self.metrics, lambda note: reporter.node(ev.CLOUD_THROTTLED, note, action="CallCloudAPI")
         )
         caller = CloudCaller(
-            TokenBucket(s.cloud_api_rate, s.cloud_api_burst), RetryPolicy(), observer=throttle
+            TokenBucket(s.cloud_api_rate, s.cloud_api_burst), RetryPolicy(), observer=throttle, budget=budget
         )
         limits = await asyncio.to_thread(caller.call, "instance_limits", provider.instance_limits)
         targets = s.targets()
@@ -483,6 +491,7 @@ class Daemon:
             min_action_interval=s.pool_min_action_interval,
             on_interfaces_changed=datapath.sync_interfaces,
             reporter=reporter,
+            demand=DemandTracker(s.adaptive_window, now=self.clock()) if s.pool_mode == "adaptive" else None,
         )
         service = IpamService(
             store=store,
@@ -672,6 +681,8 @@ def introspection_routes(
             "growth_paused_until": manager.growth_paused_until,
             "growth_hold": manager.growth_hold,
             "growth_blocked": manager.growth_blocked(now),
+            "pool_mode": manager.pool_mode,
+            "adaptive": manager.adaptive_public(now),  # None in static mode; "why" says why this size
             "interfaces": [
                 {
                     "id": v.id,

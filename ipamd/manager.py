@@ -12,6 +12,10 @@
   never handed to a pod, and a failed release puts it back.
 - Growth pauses for GROWTH_PAUSE after the subnet is full or a limit is hit, so a full subnet is not
   hammered (the reference's insufficient-CIDR cool-off).
+- ``POOL_MODE=adaptive``: the manager holds the node's ``DemandTracker`` (the service reports every
+  pod start and stop) and plans with ``ipamd.pool.adaptive.adaptive_targets`` of the configured
+  targets instead of those targets themselves; it also wakes when those targets would change with
+  no pod event (a burst forgotten, a decayed rate), and logs each change with the reason.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from ipamd.events import (
     NodeReporter,
 )
 from ipamd.metrics import Metrics
-from ipamd.pool import policy
+from ipamd.pool import adaptive, policy
 from ipamd.pool.datastore import Datastore
 from ipamd.pool.model import (
     Action,
@@ -56,6 +60,7 @@ log = structlog.get_logger("ipamd.manager")
 
 _MAX_IDLE = 5.0
 _FAILURE_BACKOFF_MAX = 30.0
+_ADAPTIVE_WAKE_MIN = 1.0  # the loop never wakes for a change of the adaptive targets sooner than this
 
 
 class PoolManager:
@@ -74,6 +79,7 @@ class PoolManager:
         min_action_interval: float = 0.0,
         on_interfaces_changed: Callable[[list[InterfaceView]], Awaitable[None]] | None = None,
         reporter: NodeReporter | None = None,
+        demand: adaptive.DemandTracker | None = None,
     ) -> None:
         self.store = store
         # The datastore follows the targets: no new pod on the primary when the policy leaves it alone.
@@ -99,12 +105,69 @@ class PoolManager:
         self._grew = asyncio.Condition()
         self._failures = 0
         self.batches = 0
+        # POOL_MODE=adaptive: the node's demand; ``targets`` stays the configured (base) targets.
+        self.demand = demand
+        self._adaptive_last: WarmPoolTargets | None = None
 
     # --- called by the rpc layer ---------------------------------------------------------------
 
     def wake(self) -> None:
         """Re-plan now (an ADD or DEL changed demand)."""
         self._wake.set()
+
+    def pod_started(self, now: float) -> None:
+        """A new ADD arrived (not an idempotent repeat): demand, whether or not an address is free."""
+        if self.demand is not None:
+            self.demand.pod_started(now)
+
+    def pod_stopped(self, now: float) -> None:
+        """An assignment was given back (DEL, a pod proven gone, GC)."""
+        if self.demand is not None:
+            self.demand.pod_stopped(now)
+
+    @property
+    def pool_mode(self) -> str:
+        return "static" if self.demand is None else "adaptive"
+
+    def effective_targets(self, now: float) -> WarmPoolTargets:
+        """The targets the policy plans with now: the configured ones, or in adaptive mode those
+        ``adaptive_targets`` derives from them and the node's demand (logged when they change)."""
+        if self.demand is None:
+            return self.targets
+        targets = adaptive.targets_now(self.targets, self.demand, self.limits, now=now)
+        last = self._adaptive_last
+        if last is None or targets != last:
+            _, why = adaptive.adaptive_targets(self.targets, self.demand, self.limits, now=now)
+            log.info(
+                "pool_adaptive_targets_changed",
+                warm_ip=targets.warm_ip,
+                ip_batch=targets.ip_batch,
+                release_delay=targets.release_delay,
+                previous_warm_ip=None if last is None else last.warm_ip,
+                previous_ip_batch=None if last is None else last.ip_batch,
+                why=why,
+            )
+            self._adaptive_last = targets
+        return targets
+
+    def adaptive_public(self, now: float) -> dict[str, Any] | None:
+        """What introspection shows of adaptive mode (GET /v1/pool): the demand, the targets it gives
+        and why, and when they next change with no pod event; None in static mode."""
+        if self.demand is None:
+            return None
+        targets, why = adaptive.adaptive_targets(self.targets, self.demand, self.limits, now=now)
+        return {
+            "demand": self.demand.snapshot(now).public(),
+            "targets": {
+                "warm_ip": targets.warm_ip,
+                "minimum_ip": targets.minimum_ip,
+                "ip_batch": targets.ip_batch,
+                "release_delay": targets.release_delay,
+                "prefix_delegation": targets.prefix_delegation and self.limits.prefix_delegation,
+            },
+            "why": why,
+            "changes_at": adaptive.adaptive_change_at(self.targets, self.demand, self.limits, now=now),
+        }
 
     async def wait_for_growth(self, timeout: float) -> bool:
         """Wait until the pool gains addresses or gets some back (or ``timeout``); True if it did."""
@@ -167,11 +230,15 @@ class PoolManager:
         room left to grow into (max pods, every slot in use). Growth held or paused is not settled."""
         if self.growth_hold or (self.growth_paused_until is not None and self.growth_paused_until > now):
             return False
-        state = policy.targets_summary(self.store.view(now=now), self.targets, self.limits, now=now)
+        state = policy.targets_summary(
+            self.store.view(now=now), self.effective_targets(now), self.limits, now=now
+        )
         return not state.low or self._at_capacity(now)
 
     def _at_capacity(self, now: float) -> bool:
-        state = policy.targets_summary(self.store.view(now=now), self.targets, self.limits, now=now)
+        state = policy.targets_summary(
+            self.store.view(now=now), self.effective_targets(now), self.limits, now=now
+        )
         return state.headroom <= 0 or state.full
 
     @property
@@ -190,7 +257,8 @@ class PoolManager:
         if self.growth_paused_until is not None and self.growth_paused_until > now:
             return "pool growth is paused (the cloud refused: subnet full, limit or permission)"
         if self._at_capacity(now):
-            state = policy.targets_summary(self.store.view(now=now), self.targets, self.limits, now=now)
+            view = self.store.view(now=now)
+            state = policy.targets_summary(view, self.effective_targets(now), self.limits, now=now)
             slots = state.slots_per_interface
             return (
                 f"the pool holds its maximum: {state.held} addresses (max pods {state.max_pods}, "
@@ -238,9 +306,16 @@ class PoolManager:
         moments = [self.next_reconcile_at, now + _MAX_IDLE]
         if self.growth_paused_until is not None and self.growth_paused_until > now:
             moments.append(self.growth_paused_until)
+        release_delay = self.effective_targets(now).release_delay
         for last in (self.last_increase_at, self.last_decrease_at):
-            if last is not None and last + self.targets.release_delay > now:
-                moments.append(last + self.targets.release_delay)
+            if last is not None and last + release_delay > now:
+                moments.append(last + release_delay)
+        if self.demand is not None:
+            # When the adaptive targets change with no pod event (a burst forgotten, the rate decayed
+            # a step); never sooner than _ADAPTIVE_WAKE_MIN, so a change point cannot make the loop spin.
+            change = adaptive.adaptive_change_at(self.targets, self.demand, self.limits, now=now)
+            if change is not None:
+                moments.append(max(change, now + _ADAPTIVE_WAKE_MIN))
         deadline = self.store.next_cooldown_deadline(now=now)
         if deadline is not None:
             moments.append(deadline)
@@ -262,7 +337,7 @@ class PoolManager:
             last_decrease_at=self.last_decrease_at,
             growth_paused_until=paused,
         )
-        return policy.plan(view, self.targets, self.limits, now=now)
+        return policy.plan(view, self.effective_targets(now), self.limits, now=now)
 
     async def step(self) -> bool:
         """Plan once and carry the plan out; False when there was nothing to do."""

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ipamd.pool.model import PoolStats
+
+if TYPE_CHECKING:
+    from ipamd.cloud.budget import ClusterBudget
 
 T = TypeVar("T")
 
@@ -67,6 +70,32 @@ class _PoolCollector(Collector):
             family = GaugeMetricFamily(name, doc)
             family.add_metric([], value)
             yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class _BudgetCollector(Collector):
+    """CLOUD_API_BUDGET: the node count the budget is shared by and this node's rate per class."""
+
+    def __init__(self, budget: ClusterBudget) -> None:
+        self._budget = budget
+
+    def collect(self) -> Iterator[Metric]:
+        nodes = GaugeMetricFamily(
+            "cloudcni_cloud_api_budget_nodes",
+            "Nodes the cluster-wide cloud API budget is shared by (the API's count, or the assumed one)",
+        )
+        nodes.add_metric([], self._budget.nodes)
+        yield nodes
+        rate = GaugeMetricFamily(
+            "cloudcni_cloud_api_budget_rate",
+            "This node's share of the cluster-wide cloud API budget, calls per second, by action class",
+            labels=["class"],
+        )
+        for cls, share in sorted(self._budget.shares().items()):
+            rate.add_metric([cls], share.rate)
+        yield rate
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -239,6 +268,9 @@ class Metrics:
 
     def watch_pool(self, stats: Callable[[], PoolStats], max_ips: Callable[[], int]) -> None:
         self.registry.register(_PoolCollector(stats, max_ips))
+
+    def watch_budget(self, budget: ClusterBudget) -> None:
+        self.registry.register(_BudgetCollector(budget))
 
     # CallObserver (ipamd.cloud.limiter): one sample per attempt.
     def on_call(self, operation: str, outcome: str, seconds: float) -> None:

@@ -89,6 +89,8 @@ class IpamService:
 
     async def add(self, call: Call) -> AddResult:
         existing = self.store.get(call.key)
+        if existing is None:
+            self.manager.pod_started(self.clock())  # demand (POOL_MODE=adaptive), before any wait
         assignment = existing or await self._assign(call)
         try:
             await self._durable()
@@ -239,6 +241,7 @@ class IpamService:
         if self.store.get(expected.key) != expected:
             return False
         self.store.unassign(expected.key, now=self.clock())
+        self.manager.pod_stopped(self.clock())
         await self._durable()
         log.warning(
             "ip_released_pod_gone",
@@ -270,6 +273,7 @@ class IpamService:
             return
         await self.datapath.del_pod(assignment)
         self.store.unassign(call.key, now=self.clock())
+        self.manager.pod_stopped(self.clock())
         log.info("ip_released", container_id=call.key.container_id, ifname=call.key.ifname, ip=assignment.ip)
         await self._durable()
         self.manager.wake()
@@ -291,6 +295,8 @@ class IpamService:
     async def gc(self, network: str, valid: Collection[tuple[str, str]]) -> int:
         now = self.clock()
         removed = self.store.gc(valid, network=network, started_at=now, now=now)
+        for _ in removed:
+            self.manager.pod_stopped(now)
         for assignment in removed:
             try:
                 await self.datapath.del_pod(assignment)

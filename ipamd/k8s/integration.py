@@ -11,7 +11,9 @@ Start: ``start()`` after the daemon serves. Tasks:
 - ENIConfig watch (custom networking only);
 - the startup taint: removed once the daemon can serve a pod, or at STARTUP_TAINT_TIMEOUT with a
   Warning event; never added;
-- the pod-gone sweep (``ipamd.k8s.pods``).
+- the pod-gone sweep (``ipamd.k8s.pods``);
+- with CLOUD_API_BUDGET, the node count (``ipamd.k8s.nodecount``): started by ``count_nodes`` as soon
+  as the budget exists, before the daemon's first cloud call, and stopped by ``stop()``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -33,6 +35,10 @@ from ipamd.k8s.pods import PodGoneTracker, PodIndex, pod_state
 from ipamd.k8s.recorder import EventRecorder
 from ipamd.k8s.reflector import Reflector
 from ipamd.pool.model import Assignment
+
+if TYPE_CHECKING:
+    from ipamd.cloud.budget import ClusterBudget
+    from ipamd.k8s.nodecount import NodeCounter
 
 log = structlog.get_logger("ipamd.k8s")
 
@@ -105,6 +111,7 @@ class KubeIntegration:
         self.fatal: str | None = None
         self.released = 0
         self._reflectors: list[Reflector] = []
+        self.node_counter: NodeCounter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._node_seen = False
         self._taint_wake = asyncio.Event()
@@ -200,6 +207,7 @@ class KubeIntegration:
     async def stop(self) -> None:
         for r in self._reflectors:
             r.stop()
+        self.stop_counting_nodes()
         self.api.close_all()
         for task in self._tasks:
             task.cancel()
@@ -208,6 +216,25 @@ class KubeIntegration:
         await asyncio.to_thread(self.recorder.stop)
         for r in self._reflectors:
             await asyncio.to_thread(r.join, 2.0)
+        if self.node_counter is not None:
+            await asyncio.to_thread(self.node_counter.join, 2.0)
+
+    def count_nodes(
+        self, budget: ClusterBudget, *, interval: float, reconcile_interval: float | None = None
+    ) -> NodeCounter:
+        """Start polling the node count that shares ``budget`` (CLOUD_API_BUDGET) at once: the first
+        count should be there before the daemon's first cloud calls. Nothing waits for it."""
+        from ipamd.k8s.nodecount import NodeCounter
+
+        self.node_counter = NodeCounter(
+            self.api, budget, interval=interval, reconcile_interval=reconcile_interval, clock=self.clock
+        )
+        self.node_counter.start()
+        return self.node_counter
+
+    def stop_counting_nodes(self) -> None:
+        if self.node_counter is not None:
+            self.node_counter.stop()
 
     def reflector(self, name: str) -> Reflector | None:
         return next((r for r in self._reflectors if r.name == name), None)
@@ -481,4 +508,5 @@ class KubeIntegration:
             "pods_on_node": len(self.pods) if pods and pods.state.synced else None,
             "pod_gone": {"grace_seconds": self.tracker.grace, "released": self.released},
             "node_capacity_pods": node.capacity_pods if node else None,
+            "cloud_api_budget": self.node_counter.public() if self.node_counter is not None else None,
         }

@@ -23,7 +23,10 @@ Faithful to kube-apiserver (read from its source and the client's):
 - Lists: ``resourceVersion`` absent is a consistent read, ``0`` is "any" (served from the cache);
   both are counted separately (``list_reads()``). ``N`` > 0 is "not older than N" (N in the future:
   504 "Too large resource version" after ``too_large_rv_wait``). ``limit``/``continue`` page a
-  snapshot taken at the first page (``remainingItemCount``; the token dies on ``compact()``: 410).
+  snapshot taken at the first page (the token dies on ``compact()``: 410); ``remainingItemCount`` only
+  without a label or field selector (etcd would count objects the selector drops). ``limit`` with
+  ``resourceVersion=0`` is ignored: the watch cache serves the whole list, with neither ``continue`` nor
+  ``remainingItemCount`` (kube-apiserver's cacher.go, checked at 1.30/1.31).
   Items of built-in lists carry no ``kind``/``apiVersion`` (custom-resource lists do), sorted by
   namespace/name. ``fieldSelector`` (``=``, ``==``, ``!=``; unsupported label: 400 "field label not
   supported: X"): ``metadata.name`` everywhere, ``metadata.namespace`` on namespaced resources,
@@ -2361,6 +2364,8 @@ class KubeApiServer:
             raise _bad_request(f"invalid limit: {query.get('limit')}") from None
         if cont and rv_param:
             raise _bad_request("specifying resource version is not allowed when using continue")
+        if rv_param == "0":
+            limit = 0  # the cacher serves rv=0 from the watch cache, which does not page
         requested: int | None = None
         if rv_param and rv_param != "0":
             try:
@@ -2400,7 +2405,8 @@ class KubeApiServer:
                     while len(self._snapshots) > 64:
                         self._snapshots.pop(next(iter(self._snapshots)))
                 meta["continue"] = _encode_continue(snap_id, offset + limit, rv)
-                meta["remainingItemCount"] = len(page) - limit
+                if not fields and not labels:
+                    meta["remainingItemCount"] = len(page) - limit
                 page = page[:limit]
             out_items = [
                 {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")} if res.builtin else obj

@@ -293,6 +293,26 @@ def test_list_pages_with_limit_and_continue(kube: KubeApiServer, core: client.Co
     assert err.value.status == 410 and _status(err.value)["reason"] == "Expired"
 
 
+def test_a_node_count_with_limit_1_and_where_limit_is_ignored_or_the_count_left_out(
+    kube: KubeApiServer, core: client.CoreV1Api
+) -> None:
+    for i in range(3):
+        kube.add_node(f"node-{i}", labels={"pool": "x"})
+    # a consistent read with limit=1: one Node, the rest counted (what CLOUD_API_BUDGET polls)
+    counted = core.list_node(limit=1)
+    assert [n.metadata.name for n in counted.items] == ["node-0"]
+    assert counted.metadata.remaining_item_count == 4 and counted.metadata._continue
+    # resourceVersion=0 is served from the watch cache, which does not page: every Node, no count
+    cached = core.list_node(limit=1, resource_version="0")
+    assert len(cached.items) == 5
+    assert cached.metadata.remaining_item_count is None and cached.metadata._continue is None
+    # a selector: still paged, but etcd's count would include what it drops, so none is given
+    selected = core.list_node(limit=1, label_selector="pool=x")
+    assert len(selected.items) == 1 and selected.metadata._continue
+    assert selected.metadata.remaining_item_count is None
+    assert kube.list_reads("nodes") == {"rv0": 1, "consistent": 2, "exact": 0}
+
+
 # --- watches -------------------------------------------------------------------------------------
 
 

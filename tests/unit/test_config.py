@@ -54,6 +54,11 @@ def test_defaults_match_the_design_table() -> None:
         ({"SIM_SUBNET_CIDR": "10.1.0.0/28"}, "sim_subnet_cidr", "10.1.0.0/28"),
         ({"SIM_THROTTLE_RATE": "2.5"}, "sim_throttle_rate", 2.5),
         ({"LOG_LEVEL": "Debug"}, "log_level", "debug"),
+        ({"POOL_MODE": " Adaptive "}, "pool_mode", "adaptive"),
+        ({}, "pool_mode", "static"),
+        ({"ADAPTIVE_WINDOW": "1h"}, "adaptive_window", 3600.0),
+        ({"ADAPTIVE_WINDOW": "90"}, "adaptive_window", 90.0),
+        ({}, "adaptive_window", 1800.0),
     ],
     ids=lambda v: str(v)[:40],
 )
@@ -99,6 +104,9 @@ def test_valid_values_parse(env: dict[str, str], field: str, value: object) -> N
         ("SIM_VPC_CIDR", "10.0.0.0/29", "/28 or larger"),
         ("ENABLE_NETWORK_POLICY", "yes please", "true or false"),
         ("NETWORK_POLICY_ENFORCING_MODE", "paranoid", "one of standard, strict"),
+        ("POOL_MODE", "smart", "one of static, adaptive"),
+        ("ADAPTIVE_WINDOW", "30s", "a duration of at least 1m"),
+        ("ADAPTIVE_WINDOW", "soon", "a duration of at least 1m"),
     ],
     ids=lambda v: str(v)[:24],
 )
@@ -162,6 +170,9 @@ def test_azure_defaults_batch_like_cns() -> None:
         ({"WARM_IP_TARGET": "4", "IP_BATCH_SIZE": "1"}, (1, 4, 0, 1)),
         ({"IP_BATCH_SIZE": "8"}, (1, 8, 16, 8)),
         ({"WARM_IP_TARGET": " "}, (1, 8, 16, 16)),  # blank counts as unset
+        ({"POOL_MODE": "adaptive"}, (1, 0, 0, 16)),  # adaptive chooses the warm target: no warm-IP floors
+        ({"POOL_MODE": "adaptive", "WARM_IP_TARGET": "3"}, (1, 3, 0, 16)),
+        ({"POOL_MODE": "static"}, (1, 8, 16, 16)),
     ],
 )
 def test_an_operator_pool_target_switches_the_azure_pool_defaults_off(

@@ -30,6 +30,7 @@ DAEMON_CALLS = [
     pytest.param(Call("get", "", "nodes", name=NODE), id="get-own-node"),
     pytest.param(Call("list", "", "nodes", name=NODE), id="list-own-node-by-field-selector"),
     pytest.param(Call("watch", "", "nodes", name=NODE), id="watch-own-node-by-field-selector"),
+    pytest.param(Call("list", "", "nodes"), id="budget-count-all-nodes-limit-1"),
     pytest.param(Call("patch", "", "nodes", name=NODE), id="patch-own-node-taints"),
     pytest.param(Call("list", "", "pods"), id="list-pods-all-namespaces"),
     pytest.param(Call("watch", "", "pods"), id="watch-pods-all-namespaces"),

@@ -6,7 +6,9 @@
 - One batch at a time: the actions of one plan run concurrently, at most one per interface (the
   policy never returns two for one interface), and the next plan is made only when the batch is
   done, so two operations on one interface never overlap and a plan never double-counts growth
-  that is still in flight. Reconcile runs between batches, never during one.
+  that is still in flight. Reconcile runs between batches, never during one, and only when there is
+  nothing to grow or shrink (a pod never waits for the pool behind a reconcile's read), except right
+  after an action found the view stale.
 - Every cloud call runs in a worker thread through the one ``CloudCaller`` (rate limiter, backoff).
 - Releases are two-phase in the datastore (begin/finish/abort), so an address being released is
   never handed to a pod, and a failed release puts it back.
@@ -101,6 +103,7 @@ class PoolManager:
         self.last_decrease_at: float | None = None
         self.growth_paused_until: float | None = None
         self.next_reconcile_at = clock() + reconcile_interval
+        self._reconcile_urgent = False  # reconcile before the next plan, not when the pool is idle
         self._wake = asyncio.Event()
         self._grew = asyncio.Condition()
         self._failures = 0
@@ -110,6 +113,11 @@ class PoolManager:
         self._adaptive_last: WarmPoolTargets | None = None
 
     # --- called by the rpc layer ---------------------------------------------------------------
+
+    @property
+    def reconcile_pending(self) -> bool:
+        """An action found the view stale: the loop reconciles before it plans again."""
+        return self._reconcile_urgent
 
     def wake(self) -> None:
         """Re-plan now (an ADD or DEL changed demand)."""
@@ -270,8 +278,8 @@ class PoolManager:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            now = self.clock()
-            if now >= self.next_reconcile_at:
+            if self._reconcile_urgent:  # an action found our view stale: fix it before planning again
+                self._reconcile_urgent = False
                 await self.reconcile()
             started = self.clock()
             acted = await self.step()
@@ -283,6 +291,12 @@ class PoolManager:
                 delay = max(self._failure_delay(), paced)
                 if delay > 0:
                     await self._sleep(delay, stop, wakeable=False)
+                continue
+            if self.clock() >= self.next_reconcile_at:
+                # Between batches, and only when there is nothing to grow or shrink: a reconcile can
+                # wait long for a read (with CLOUD_API_BUDGET, this node's share of the cluster's
+                # reads), and a pod must never wait for the pool behind it.
+                await self.reconcile()
                 continue
             await self._sleep(self._idle_timeout(self.clock()), stop)
 
@@ -449,10 +463,10 @@ class PoolManager:
             log.warning("pool_growth_paused", **fields)
             self._report_pause(exc)
             if isinstance(exc, errors.LimitExceeded):
-                self.next_reconcile_at = now  # our view of the interface may be stale
+                self._reconcile_urgent = True  # our view of the interface may be stale
         elif isinstance(exc, errors.InterfaceNotFound):
             log.warning("pool_action_interface_gone", action=name, error=str(exc))
-            self.next_reconcile_at = now
+            self._reconcile_urgent = True
         elif isinstance(exc, errors.CloudError):
             log.warning("pool_action_failed", action=name, error=str(exc), failures=self._failures + 1)
         elif isinstance(exc, errors.PoolError):

@@ -236,7 +236,7 @@ def test_a_refused_growth_pauses_growth_for_growth_pause_then_growth_resumes(
     async def scenario() -> None:
         assert await node.manager.step() is True
         assert node.manager.growth_paused_until == T0 + 120.0
-        assert node.manager.next_reconcile_at == (T0 if reconcile_at_once else T0 + 60.0)
+        assert node.manager.reconcile_pending is reconcile_at_once
         assert node.held() == [0]
         assert node.sample("cloudcni_pool_actions_total", action="AssignIps", result="error") == 1
         for elapsed in (0.0, 60.0, 119.9):
@@ -612,3 +612,31 @@ def test_a_refused_growth_is_reported_on_the_node(error: CloudError, reason: str
         (reason, "Warning", "Node", "node-1")
     ]
     assert named in seen[0].note and "paused for 120 s" in seen[0].note
+
+
+def test_growth_goes_before_a_due_reconcile() -> None:
+    """A reconcile can wait long for a read (CLOUD_API_BUDGET): with the pool short, the loop grows
+    first and reconciles once there is nothing to do."""
+    clock = FakeClock()
+    node = make_node(targets=WarmPoolTargets(warm_ip=3), clock=clock)
+    order: list[str] = []
+    real_list, real_assign = node.sim.list_interfaces, node.sim.assign_ips
+
+    def listing() -> Any:
+        order.append("list_interfaces")
+        return real_list()
+
+    def assigning(iid: Any, count: int) -> Any:
+        order.append("assign_ips")
+        return real_assign(iid, count)
+
+    node.sim.list_interfaces = listing  # type: ignore[method-assign]
+    node.sim.assign_ips = assigning  # type: ignore[method-assign]
+    node.manager.next_reconcile_at = T0 - 1.0  # overdue
+
+    async def scenario() -> None:
+        async with Running(node.manager):
+            await eventually(lambda: "list_interfaces" in order)
+        assert order[:2] == ["assign_ips", "list_interfaces"], order
+
+    asyncio.run(scenario())

@@ -631,7 +631,7 @@ def test_growth_goes_before_a_due_reconcile() -> None:
         return real_assign(iid, count)
 
     node.sim.list_interfaces = listing  # type: ignore[method-assign]
-    node.sim.assign_ips = assigning  # type: ignore[method-assign]
+    node.sim.assign_ips = assigning  # type: ignore[method-assign,assignment]
     node.manager.next_reconcile_at = T0 - 1.0  # overdue
 
     async def scenario() -> None:

@@ -5,6 +5,8 @@ cloud-cni status         what the running daemon holds: pool, interfaces, assign
 cloud-cni config check   validate an environment as the daemon would and print the effective settings
 cloud-cni max-pods TYPE  max pods of an AWS instance type, as the EKS max-pods calculator computes it
 cloud-cni demo           the daemon on the simulated cloud, driven through a node story
+cloud-cni simulate       compare warm-pool policies on a simulated cluster of thousands of nodes
+cloud-cni plan           the subnet a simulated cluster needs at its peak under a policy
 cloud-cni install-shim   put the CNI plugin and its private Python runtime on the node (init container)
 cloud-cni node-init      the kernel settings the Linux datapath needs (privileged init container)
 cloud-cni version
@@ -20,6 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ipamd import maxpods_cli
 from ipamd.errors import CloudCniError, ConfigError
+from ipamd.sim import cli as sim_cli
 
 
 def _version() -> str:
@@ -274,6 +277,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true", help="print the settings as JSON (as GET /v1/config)")
     maxpods_cli.add_max_pods_parser(sub)
+    sim_cli.add_parsers(sub)
     sub.add_parser("version", help="print the version")
     sub.add_parser("node-init", help="set ip_forward and loose rp_filter for the Linux datapath (as root)")
     installer = sub.add_parser(
@@ -312,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_config_check(args)
     if args.command == "max-pods":
         return maxpods_cli.run_max_pods(args)
+    if args.command in ("simulate", "plan"):
+        return sim_cli.run(args)
     if args.command == "version":
         print(_version())
         return 0

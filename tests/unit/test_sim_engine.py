@@ -205,7 +205,8 @@ def test_split_settings_keeps_a_budget_whole() -> None:
 
 
 def test_policies_are_parsed_by_the_daemons_settings() -> None:
-    eni, ip5, minimum, prefixes, azure = (parse_policy(p) for p in DEFAULT_POLICIES)
+    eni, ip5, minimum, prefixes, azure, adaptive = (parse_policy(p) for p in DEFAULT_POLICIES)
+    assert adaptive.settings.pool_mode == "adaptive" and adaptive.name == "POOL_MODE=adaptive"
     assert eni.targets.warm_eni == 1 and not eni.targets.warm_ip_mode and eni.name == "WARM_ENI_TARGET=1"
     assert ip5.targets.warm_ip == 5
     assert (minimum.targets.minimum_ip, minimum.targets.warm_ip) == (10, 2)

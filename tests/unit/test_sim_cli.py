@@ -53,6 +53,7 @@ def test_simulate_runs_the_default_policies(capsys: pytest.CaptureFixture[str]) 
         "MINIMUM_IP_TARGET=10,WARM_IP_TARGET=2",
         "ENABLE_PREFIX_DELEGATION=true,WARM_PREFIX_TARGET=1",
         "CLOUD_PROVIDER=azure,WARM_IP_TARGET=8,IP_BATCH_SIZE=16",
+        "POOL_MODE=adaptive",
     ]
 
 

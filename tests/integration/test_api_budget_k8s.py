@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from tests.fakes.kube_apiserver import KubeApiServer
 from tests.fakes.rbac import assert_allowed, load_rules
 
 from .conftest import ROOT, DaemonProcess, daemon_env
+from .test_k8s_daemon import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,16 +31,6 @@ NODE = "ip-10-0-0-10.ec2.internal"
 RULES = load_rules(ROOT / "deploy" / "rbac.yaml")
 BUDGET = {"assign": 4.0, "interface": 4.0, "attach": 4.0, "describe": 16.0}
 BUDGET_ENV = ",".join(f"{cls}={rate:g}" for cls, rate in BUDGET.items())
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout} s")
 
 
 def add_nodes(api: KubeApiServer, first: int, count: int) -> None:

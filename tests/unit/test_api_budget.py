@@ -38,23 +38,10 @@ from ipamd.cloud.sim import OPERATIONS as SIM_OPERATIONS
 from ipamd.config import Settings
 from ipamd.errors import ConfigError, TemporaryCloudError, ThrottledError
 from ipamd.k8s.nodecount import share_budget
+from tests.unit.test_limiter import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET = {"assign": 4.0, "interface": 4.0, "attach": 4.0, "describe": 16.0}
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def budget_caller(

@@ -104,6 +104,7 @@ class PoolManager:
         self.growth_paused_until: float | None = None
         self.next_reconcile_at = clock() + reconcile_interval
         self._reconcile_urgent = False  # reconcile before the next plan, not when the pool is idle
+        self.waiting = 0  # ADDs in wait_for_growth now: plan() grows for them on top of the target
         self._wake = asyncio.Event()
         self._grew = asyncio.Condition()
         self._failures = 0
@@ -179,13 +180,17 @@ class PoolManager:
 
     async def wait_for_growth(self, timeout: float) -> bool:
         """Wait until the pool gains addresses or gets some back (or ``timeout``); True if it did."""
+        self.waiting += 1  # the next plan grows for it too
         self.wake()
-        async with self._grew:
-            try:
-                await asyncio.wait_for(self._grew.wait(), timeout)
-            except TimeoutError:
-                return False
-        return True
+        try:
+            async with self._grew:
+                try:
+                    await asyncio.wait_for(self._grew.wait(), timeout)
+                except TimeoutError:
+                    return False
+            return True
+        finally:
+            self.waiting -= 1
 
     async def addresses_freed(self) -> None:
         """Addresses came back to the pool outside the manager (a DEL, GC, a quarantine release).
@@ -350,6 +355,7 @@ class PoolManager:
             last_increase_at=self.last_increase_at,
             last_decrease_at=self.last_decrease_at,
             growth_paused_until=paused,
+            waiting=self.waiting,
         )
         return policy.plan(view, self.effective_targets(now), self.limits, now=now)
 

@@ -176,6 +176,7 @@ class Reflector:
         for event in events:
             if self._stop.is_set():
                 return
+            self._failures = 0  # the stream works: a later cut starts the backoff from its bottom
             kind = event.get("type")
             obj = event.get("object")
             if not isinstance(obj, dict):

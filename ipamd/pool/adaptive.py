@@ -196,6 +196,8 @@ class DemandTracker:
         """The demand as of ``now``. Reading changes nothing but the birth time, set on first use."""
         self._birth(now)
         burst, peak, peak_at, starts, changes_at = self._summarize(self._index(now))
+        if changes_at is not None and changes_at <= now:  # a slice boundary that rounding put at ``now``
+            changes_at = math.nextafter(now, math.inf)
         return Demand(
             at=now,
             window=self.window,

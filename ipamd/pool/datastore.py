@@ -567,8 +567,9 @@ class Datastore:
         last_increase_at: float | None = None,
         last_decrease_at: float | None = None,
         growth_paused_until: float | None = None,
+        waiting: int = 0,
     ) -> PoolView:
-        """What the warm-pool policy sees, interfaces by device index."""
+        """What the warm-pool policy sees, interfaces by device index; ``waiting``: ADDs waiting now."""
         self._expire(now)
         usages = []
         for iface in self._order:
@@ -597,6 +598,7 @@ class Datastore:
             last_increase_at=last_increase_at,
             last_decrease_at=last_decrease_at,
             growth_paused_until=growth_paused_until,
+            waiting=waiting,
         )
 
     def interfaces(self) -> list[InterfaceView]:

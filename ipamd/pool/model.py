@@ -158,6 +158,7 @@ class PoolView:
     last_increase_at: float | None = None
     last_decrease_at: float | None = None
     growth_paused_until: float | None = None  # set after SubnetFull/LimitExceeded: do not grow before
+    waiting: int = 0  # ADDs waiting for an address now (pods the pool already owes)
 
     @property
     def total(self) -> int:

@@ -11,7 +11,8 @@ the differences written down in docs/pool-policy.md. Summary:
   addresses free, an interface's worth being its slots x 1 address (secondary IPs) or x 16 (prefixes).
 - *available* counts addresses free now; cooling, quarantined and releasing ones do not count.
 - Growth fills existing interfaces first (lowest device index), then attaches at most one new
-  interface per plan; it never takes the held addresses past max pods (prefix mode: by less than one
+  interface per plan; with ADDs waiting (``PoolView.waiting``) it fetches what they need on top of
+  the target in the same batch; it never takes the held addresses past max pods (prefix mode: by less than one
   prefix) and never runs while growth is paused.
 - Shrinking waits until the pool has neither grown nor shrunk for ``release_delay``; it detaches at
   most one entirely free, non-primary interface and releases whole free prefixes or free secondary
@@ -177,7 +178,7 @@ def targets_summary(
         cooling=cooling,
         target_available=want,
         target_held=floor,
-        short=_short(mode, available, held, want, floor),
+        short=_owed(_short(mode, available, held, want, floor), view.waiting, available, want),
         over=max(min(available - want, held - floor), 0),
         headroom=max(max_pods - held, 0),
         growth_paused=view.growth_paused_until is not None and now < view.growth_paused_until,
@@ -190,6 +191,15 @@ def targets_summary(
         primary_interface_pods=targets.primary_interface_pods,
         full=full,
     )
+
+
+def _owed(short: int, waiting: int, available: int, want: int) -> int:
+    """With ADDs waiting, the pool owes them their addresses on top of its target: growth fetches
+    ``waiting + want - available`` in one go (one cloud call for a burst, not one per warm target's
+    worth: what makes a 1,000-node scale-up finish), within ``plan``'s usual limits."""
+    if waiting <= 0:
+        return short
+    return max(short, waiting + want - available)
 
 
 def _short(mode: PoolMode, available: int, held: int, want: int, floor: int) -> int:

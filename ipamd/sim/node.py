@@ -419,6 +419,7 @@ class SimNode:
             last_increase_at=self.last_increase_at,
             last_decrease_at=self.last_decrease_at,
             growth_paused_until=paused,
+            waiting=len(self.waiting),
         )
         return policy.plan(view, self.targets, self.limits, now=now)
 

@@ -695,6 +695,7 @@ def test_watches_cut_and_expired_re_list_and_catch_up(w: World) -> None:
     before = {name: state["relists"] for name, state in w.policy_view()["watches"].items()}
     w.api.drop_watches()  # cut mid-stream: each resumes from its last resourceVersion, no re-list
     w.api.set_namespace_labels("y", {"team": "blue"})
+    w.programmed(timeout=40.0)
     w.check("after the resumed watches")
     assert {name: state["relists"] for name, state in w.policy_view()["watches"].items()} == before
     w.api.drop_watches()  # cut; they reconnect after a backoff (>= 0.4 s) ...
@@ -702,6 +703,7 @@ def test_watches_cut_and_expired_re_list_and_catch_up(w: World) -> None:
     w.api.set_namespace_labels("y", {"team": "red"})
     w.api.set_pod_labels("z", "c", {"pod": "c", "team": "red"})
     w.api.compact()  # ... from versions the server no longer holds: 410 Gone, so each re-lists
+    w.programmed(timeout=40.0)  # the reconnects wait out the reflectors' backoff
     w.check("after the re-lists: the deletion made meanwhile is applied")
     after = {name: state["relists"] for name, state in w.policy_view()["watches"].items()}
     assert all(after[n] > before[n] for n in before), (before, after)

@@ -920,3 +920,37 @@ def test_interfaces_that_are_part_of_the_machine_are_never_detached() -> None:
     assert DetachInterface(InterfaceId("eni-1")) in policy.plan(
         view, WarmPoolTargets(warm_ip=8), detachable, now=NOW
     )
+
+
+@pytest.mark.parametrize(
+    ("waiting", "expected"),
+    [
+        pytest.param(0, [AssignIps(InterfaceId("eni-0"), 2)], id="none-waiting"),
+        pytest.param(3, [AssignIps(InterfaceId("eni-0"), 5)], id="three-waiting"),
+        pytest.param(10, [AssignIps(InterfaceId("eni-0"), 6), AttachInterface(ip_count=6)], id="ten-waiting"),
+        pytest.param(40, [AssignIps(InterfaceId("eni-0"), 6), AttachInterface(ip_count=9)], id="past-room"),
+    ],
+)
+def test_growth_fetches_what_waiting_adds_need_on_top_of_the_target(
+    waiting: int, expected: list[AssignIps | AttachInterface]
+) -> None:
+    """ADDs waiting are owed their addresses: one batch brings them and the target, instead of a warm
+    target's worth per round trip (what stretches a scale-up)."""
+    view = dataclasses.replace(pool(usage(0, ips=3, assigned=3)), waiting=waiting)
+    assert policy.plan(view, WarmPoolTargets(warm_ip=2), M5_LARGE, now=NOW) == expected
+
+
+@given(st.integers(min_value=0, max_value=200), st.integers(min_value=0, max_value=9))
+def test_waiting_adds_never_take_growth_past_max_pods(waiting: int, assigned: int) -> None:
+    view = dataclasses.replace(
+        pool(usage(0, ips=9, assigned=9), usage(1, ips=assigned, assigned=assigned)), waiting=waiting
+    )
+    targets = WarmPoolTargets(warm_ip=2, max_pods=20)
+    added = 0
+    for action in policy.plan(view, targets, M5_LARGE, now=NOW):
+        added += (
+            action.count
+            if isinstance(action, AssignIps)
+            else (action.ip_count if isinstance(action, AttachInterface) else 0)
+        )
+    assert 9 + assigned + added <= max(20, 9 + assigned)

@@ -8,7 +8,8 @@ the peak of addresses the node holds in the subnet (pod addresses and the interf
 - The daemon: ``python -m ipamd`` (CLOUD_PROVIDER=sim, DATAPATH=none, the instance type's limits,
   SIM_API_LATENCY) with the policy's settings; once its pool has settled, the events are replayed in
   real time through the gRPC client (each ADD on its own thread: an ADD may wait for the pool), the
-  pool sampled every 50 ms (``/v1/pool``), the operations read from ``cloudcni_pool_actions_total``.
+  pool sampled every 50 ms (``/v1/pool``), the operations read from ``cloudcni_pool_actions_total``
+  HORIZON seconds after the last event (the simulator runs exactly as long).
 - The simulator: ``cloud-cni simulate --events`` with the same settings, its cloud's latencies set to
   the sim cloud's (SIM_API_LATENCY, jittered +-25%, Describe-type calls a quarter of it), so that the
   two differ by the model, not by the cloud they talk to. Its node starts with the pool settled, as
@@ -108,6 +109,7 @@ def policy_env(policy: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in policy.split(","))
 
 
+HORIZON = 15.0  # seconds after the last event: the cool-down (5), the release delay (5) and a release
 COMMON = {
     "IP_COOLDOWN_PERIOD": "5",
     "POOL_RELEASE_DELAY": "5",
@@ -161,7 +163,9 @@ def run_daemon(
                 client.delete(call)
         for th in threads:
             th.join(60)
-        settled(daemon)
+        # the same window as the simulator's: until HORIZON seconds after the last event
+        end = started_at + events[-1][0] + HORIZON
+        time.sleep(max(0.0, end - time.monotonic()))
         stop.set()
         sampler.join(5)
         after = operations(daemon.metrics())
@@ -254,6 +258,9 @@ def run_sim(
                 "--quiet",
                 "--sample-interval",
                 "1",
+                # the daemon's window: until HORIZON seconds after the last event
+                "--hours",
+                str((events[-1][0] + HORIZON) / 3600.0),
             ]
         )
     if rc != 0:

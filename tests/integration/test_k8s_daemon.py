@@ -357,7 +357,8 @@ def test_status_and_metrics_show_the_integration(cluster: Cluster) -> None:
     assert state["integration"] == "on" and state["node"] == NODE
     assert state["api"]["reachable"] is True
     assert state["node_capacity_pods"] == 110
-    assert state["events"]["sent"] >= 1
+    # the taint's event goes out from the recorder's thread, after the removal: wait for it
+    state = wait_for(lambda: (s := cluster.k8s())["events"]["sent"] >= 1 and s, what="the event sent")
     metrics = cluster.daemon.metrics()
     assert 'cloudcni_k8s_requests_total{code="200",resource="nodes",verb="patch"}' in metrics
     logs = [json.loads(line) for line in cluster.daemon.logs().splitlines() if line.startswith("{")]

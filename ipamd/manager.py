@@ -61,8 +61,6 @@ T = TypeVar("T")
 log = structlog.get_logger("ipamd.manager")
 
 _MAX_IDLE = 5.0
-_FAILURE_BACKOFF_MAX = 30.0
-_ADAPTIVE_WAKE_MIN = 1.0  # the loop never wakes for a change of the adaptive targets sooner than this
 
 
 class PoolManager:
@@ -317,9 +315,7 @@ class PoolManager:
                 w.cancel()
 
     def _failure_delay(self) -> float:
-        if not self._failures:
-            return 0.0
-        return float(min(_FAILURE_BACKOFF_MAX, 0.5 * 2 ** min(self._failures - 1, 10)))
+        return policy.failure_backoff(self._failures)
 
     def _idle_timeout(self, now: float) -> float:
         moments = [self.next_reconcile_at, now + _MAX_IDLE]
@@ -331,10 +327,10 @@ class PoolManager:
                 moments.append(last + release_delay)
         if self.demand is not None:
             # When the adaptive targets change with no pod event (a burst forgotten, the rate decayed
-            # a step); never sooner than _ADAPTIVE_WAKE_MIN, so a change point cannot make the loop spin.
+            # a step); never sooner than adaptive.WAKE_MIN, so a change point cannot make the loop spin.
             change = adaptive.adaptive_change_at(self.targets, self.demand, self.limits, now=now)
             if change is not None:
-                moments.append(max(change, now + _ADAPTIVE_WAKE_MIN))
+                moments.append(max(change, now + adaptive.WAKE_MIN))
         deadline = self.store.next_cooldown_deadline(now=now)
         if deadline is not None:
             moments.append(deadline)

@@ -230,3 +230,22 @@ class ClusterBudget:
             }
             for cls, b in buckets.items()
         }
+
+
+# The node count's poll (ipamd.k8s.nodecount; the simulator paces its nodes' polls with the same):
+POLL_BACKOFF_MIN = 0.8
+POLL_JITTER = 0.2  # a successful poll waits interval x [0.8, 1.2)
+
+
+def next_poll_in(interval: float, failures: int, draw: float, retry_after: float | None = None) -> float:
+    """Seconds to the next poll for a uniform ``draw`` in [0, 1).
+
+    After a success (``failures`` 0): ``interval`` jittered +-20%. After ``failures`` failed polls in a
+    row: ``0.8 * 2**(failures-1)`` jittered x[0.5, 1.5), at most ``interval``, at least ``retry_after``.
+    """
+    if failures == 0:
+        return interval * (1.0 - POLL_JITTER + 2 * POLL_JITTER * draw)
+    delay = min(interval, POLL_BACKOFF_MIN * 2.0 ** min(failures - 1, 32) * (0.5 + draw))
+    if retry_after is not None and retry_after > delay:
+        delay = retry_after
+    return delay

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ipamd.cloud.budget import ClusterBudget, reconcile_floor
+from ipamd.cloud.budget import ClusterBudget, next_poll_in, reconcile_floor
 from ipamd.errors import ConfigError
 from ipamd.k8s.api import ApiError, KubeApi
 
@@ -50,8 +50,6 @@ log = structlog.get_logger("ipamd.k8s.nodecount")
 
 NODES_PATH = "/api/v1/nodes"
 COUNT_QUERY: Mapping[str, str] = {"limit": "1"}
-BACKOFF_MIN = 0.8
-JITTER = 0.2  # a successful poll waits interval x [0.8, 1.2)
 CHANGE_LOGGED = 0.10  # a count more than 10% away from the last one logged is logged
 
 
@@ -69,20 +67,6 @@ def node_count(body: Mapping[str, Any]) -> int:
     if isinstance(remaining, bool) or not isinstance(remaining, int) or remaining < 0:
         raise ValueError(f"remainingItemCount {remaining!r} is not a count")
     return len(items) + remaining
-
-
-def next_poll_in(interval: float, failures: int, draw: float, retry_after: float | None = None) -> float:
-    """Seconds to the next poll for a uniform ``draw`` in [0, 1).
-
-    After a success (``failures`` 0): ``interval`` jittered +-20%. After ``failures`` failed polls in a
-    row: ``0.8 * 2**(failures-1)`` jittered x[0.5, 1.5), at most ``interval``, at least ``retry_after``.
-    """
-    if failures == 0:
-        return interval * (1.0 - JITTER + 2 * JITTER * draw)
-    delay = min(interval, BACKOFF_MIN * 2.0 ** min(failures - 1, 32) * (0.5 + draw))
-    if retry_after is not None and retry_after > delay:
-        delay = retry_after
-    return delay
 
 
 def changed_enough(old: int | None, new: int) -> bool:

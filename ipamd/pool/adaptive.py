@@ -53,6 +53,7 @@ __all__ = [
     "RATE_SECONDS",
     "REFILL_SECONDS",
     "RELEASE_SECONDS",
+    "WAKE_MIN",
     "Demand",
     "DemandTracker",
     "adaptive_change_at",
@@ -60,6 +61,7 @@ __all__ = [
     "targets_now",
 ]
 
+WAKE_MIN = 1.0  # a pool loop never wakes for a change of the adaptive targets sooner than this
 REFILL_SECONDS = 2.5  # one Assign call (0.5-1.8 s) and the plan that asks for it
 RATE_SECONDS = 120.0  # time constant of the decayed start and stop rates
 BATCH_SHARE = 0.25  # a growth batch (a burst) is at most this share of an interface's worth

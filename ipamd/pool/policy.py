@@ -57,7 +57,16 @@ from ipamd.pool.model import (
     WarmPoolTargets,
 )
 
-__all__ = ["PoolMode", "PoolTargetState", "effective_max_pods", "plan", "pod_interfaces", "targets_summary"]
+__all__ = [
+    "FAILURE_BACKOFF_MAX",
+    "PoolMode",
+    "PoolTargetState",
+    "effective_max_pods",
+    "failure_backoff",
+    "plan",
+    "pod_interfaces",
+    "targets_summary",
+]
 
 PoolMode = Literal["warm_ip", "warm_prefix", "warm_eni"]
 
@@ -374,3 +383,14 @@ def _address_key(text: str) -> tuple[int, int, str]:
     except ValueError:
         return (0, 0, text)
     return (net.version, int(net.network_address), text)
+
+
+FAILURE_BACKOFF_MAX = 30.0
+
+
+def failure_backoff(failures: int) -> float:
+    """Seconds the pool waits before the next batch after ``failures`` failed batches in a row:
+    0.5 s doubling, at most FAILURE_BACKOFF_MAX (the manager's pacing, and the simulator's)."""
+    if failures <= 0:
+        return 0.0
+    return float(min(FAILURE_BACKOFF_MAX, 0.5 * 2 ** min(failures - 1, 10)))

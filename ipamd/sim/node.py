@@ -17,14 +17,15 @@ is mirrored here, and must change when the manager or the ADD path does:
   ``last_increase_at`` after growth and ``last_decrease_at`` after a release or detach, two-phase
   releases (``begin_release`` / ``finish_release`` / ``abort_release``), growth paused for
   GROWTH_PAUSE after SubnetFull or LimitExceeded (and a reconcile first after LimitExceeded), the
-  failure backoff ``min(30, 0.5 * 2**(failures - 1))``.
+  failure backoff (``ipamd.pool.policy.failure_backoff``, the manager's own).
 - ``CloudCaller.call``: per attempt one token of the node's own ``TokenBucket`` (CLOUD_API_RATE,
   CLOUD_API_BURST) and, with CLOUD_API_BUDGET, the operation's cost from the node's ``ClusterBudget``
   (both the daemon's classes, on the simulated clock), waited for; then the account's buckets; a
   throttled attempt retries after the daemon's ``retry_delay`` or gives up. The loop is event-driven
   here, so its control flow is written again in :class:`_Call`: the one copy of it.
 - The node count behind CLOUD_API_BUDGET (``ipamd.k8s.nodecount``): read when the daemon starts,
-  before its first call, then every CLOUD_API_BUDGET_POLL_INTERVAL jittered by +-20% (the poll's own
+  before its first call, then every CLOUD_API_BUDGET_POLL_INTERVAL jittered as the daemon jitters it
+  (``ipamd.cloud.budget.next_poll_in``; the poll's own
   latency and failures are not modelled); the count is every node of the cluster at that moment.
 - ``IpamService._assign``: an ADD takes a free address at once; when none is free it may take a cooling
   one (``cannot_grow``: the pool is paused, at its maximum or not below its targets; ``wait_exceeded``:
@@ -48,7 +49,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from ipamd.cloud.budget import ClusterBudget
+from ipamd.cloud.budget import ClusterBudget, next_poll_in
 from ipamd.cloud.limiter import FractionalBucket, TokenBucket, retry_delay
 from ipamd.errors import (
     CloudError,
@@ -84,8 +85,6 @@ from ipamd.sim.targets import TargetsProvider
 
 __all__ = ["DELETED", "GONE", "PENDING", "RUNNING", "WAITING", "Host", "Pod", "Recorder", "SimNode"]
 
-_FAILURE_BACKOFF_MAX = 30.0  # ipamd.manager
-_POLL_JITTER = 0.2  # ipamd.k8s.nodecount.JITTER: a poll waits interval x [0.8, 1.2)
 _INF = math.inf
 _NO_POD = PodRef()
 
@@ -465,10 +464,7 @@ class SimNode:
     def _batch_done(self, now: float) -> None:
         self.failures = self.failures + 1 if self.batch_failed else 0
         paced = min(self.min_action_interval, self.batch_started + self.min_action_interval - now)
-        failure_delay = (
-            min(_FAILURE_BACKOFF_MAX, 0.5 * 2 ** min(self.failures - 1, 10)) if self.failures else 0.0
-        )
-        delay = max(failure_delay, paced)
+        delay = max(policy.failure_backoff(self.failures), paced)
         if delay > 0:
             self.mode = PACING  # not wakeable
             self._schedule_loop(now + delay)
@@ -737,7 +733,7 @@ class SimNode:
         if count != self.budget.nodes:
             self.budget.set_nodes(count)
         draw = self.host.rng.random()
-        self.next_count_poll = now + self.poll_interval * (1.0 - _POLL_JITTER + 2 * _POLL_JITTER * draw)
+        self.next_count_poll = now + next_poll_in(self.poll_interval, 0, draw)
         self.host.at(self.next_count_poll, self._count_nodes)
 
 

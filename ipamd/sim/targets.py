@@ -15,13 +15,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ipamd.config import Settings
-from ipamd.pool.adaptive import DemandTracker, adaptive_change_at, adaptive_targets
+from ipamd.pool.adaptive import WAKE_MIN, DemandTracker, adaptive_change_at, adaptive_targets
 from ipamd.pool.model import InstanceLimits, WarmPoolTargets
 
 __all__ = ["AdaptiveTargets", "StaticTargets", "TargetsFactory", "TargetsProvider", "targets_factory"]
-
-# ipamd.manager._ADAPTIVE_WAKE_MIN: the loop never wakes for a change of the adaptive targets sooner.
-ADAPTIVE_WAKE_MIN = 1.0
 
 
 class TargetsProvider(Protocol):
@@ -96,7 +93,7 @@ class AdaptiveTargets:
 
     def next_change(self, now: float) -> float | None:
         change = adaptive_change_at(self._base, self._tracker, self._limits, now=now)
-        return None if change is None else max(change, now + ADAPTIVE_WAKE_MIN)
+        return None if change is None else max(change, now + WAKE_MIN)
 
 
 def targets_factory(settings: Settings) -> TargetsFactory:

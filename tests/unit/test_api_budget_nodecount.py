@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import structlog
 
-from ipamd.cloud.budget import ClusterBudget
+from ipamd.cloud.budget import ClusterBudget, next_poll_in
 from ipamd.k8s.api import ApiError
-from ipamd.k8s.nodecount import NODES_PATH, NodeCounter, changed_enough, next_poll_in, node_count
+from ipamd.k8s.nodecount import NODES_PATH, NodeCounter, changed_enough, node_count
 
 BUDGET = {"assign": 4.0, "interface": 4.0, "attach": 4.0, "describe": 16.0}
 

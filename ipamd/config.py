@@ -479,6 +479,10 @@ VARIABLES: tuple[Variable, ...] = (
              "the Kubernetes node count, on top of CLOUD_API_RATE. Needs the Kubernetes integration."),
     Variable("CLOUD_API_BUDGET_POLL_INTERVAL", "cloud_api_budget_poll_interval", "10m", _positive_duration,
              "CLOUD_API_BUDGET: how often the node count is read from the API (jittered +-20%)."),
+    Variable("CLOUD_API_BUDGET_BUSY_POLL_INTERVAL", "cloud_api_budget_busy_poll_interval", "30",
+             _positive_duration,
+             "CLOUD_API_BUDGET: while calls wait for this node's share, the node count is read again once "
+             "it is this old (a scale-up is seen within it instead of within the poll interval)."),
     Variable("CLOUD_API_BUDGET_ASSUMED_NODES", "cloud_api_budget_assumed_nodes", "100", _int_at_least(1),
              "CLOUD_API_BUDGET: the node count assumed until the API has answered once."),
     Variable("GROWTH_PAUSE", "growth_pause", "120", _seconds,
@@ -617,6 +621,7 @@ class Settings:
     cloud_api_burst: int = 10
     cloud_api_budget: dict[str, float] | None = None
     cloud_api_budget_poll_interval: float = 600.0
+    cloud_api_budget_busy_poll_interval: float = 30.0
     cloud_api_budget_assumed_nodes: int = 100
     growth_pause: float = 120.0
     reconcile_interval: float = 60.0

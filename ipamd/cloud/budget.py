@@ -202,6 +202,12 @@ class ClusterBudget:
         with self._lock:
             return {cls: ClassShare(b.rate, b.capacity) for cls, b in self._buckets.items()}
 
+    def busy(self) -> bool:
+        """Whether callers wait for this node's share now (a class's bucket is in debt)."""
+        with self._lock:
+            buckets = list(self._buckets.values())
+        return any(b.tokens() < 0 for b in buckets)
+
     def reserve(self, operation: str) -> list[tuple[FractionalBucket, float]]:
         """Take one attempt's tokens of ``operation`` from each budgeted class; the tickets."""
         cost = operation_cost(self.provider, operation)

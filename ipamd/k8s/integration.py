@@ -220,14 +220,24 @@ class KubeIntegration:
             await asyncio.to_thread(self.node_counter.join, 2.0)
 
     def count_nodes(
-        self, budget: ClusterBudget, *, interval: float, reconcile_interval: float | None = None
+        self,
+        budget: ClusterBudget,
+        *,
+        interval: float,
+        busy_interval: float | None = None,
+        reconcile_interval: float | None = None,
     ) -> NodeCounter:
         """Start polling the node count that shares ``budget`` (CLOUD_API_BUDGET) at once: the first
         count should be there before the daemon's first cloud calls. Nothing waits for it."""
         from ipamd.k8s.nodecount import NodeCounter
 
         self.node_counter = NodeCounter(
-            self.api, budget, interval=interval, reconcile_interval=reconcile_interval, clock=self.clock
+            self.api,
+            budget,
+            interval=interval,
+            busy_interval=busy_interval,
+            reconcile_interval=reconcile_interval,
+            clock=self.clock,
         )
         self.node_counter.start()
         return self.node_counter

@@ -21,7 +21,18 @@ gate off) says nothing about N: the poll counts as failed and the last count sta
 
 Cost: one request per node every ``CLOUD_API_BUDGET_POLL_INTERVAL`` (10 minutes, jittered +-20% so
 nodes started together drift apart): 5,000 nodes make about 8.3 requests per second cluster-wide,
-each reading one Node. The first count is taken at once, before the daemon's first cloud calls; until
+each reading one Node.
+
+A count that old is wrong exactly when it matters: in a scale-up the nodes already there keep the
+share of the smaller cluster while the new ones spend theirs, and together they overdraw the account
+until the old nodes' next poll (the simulated 1,000-node scale-up: 761 throttled calls, 237 of them
+delaying a pod, with the 10-minute poll alone; none when busy nodes re-read). So while callers wait
+for this node's share (``ClusterBudget.busy``) the count is read again once it is
+``CLOUD_API_BUDGET_BUSY_POLL_INTERVAL`` old (30 s), looked at every second: only nodes spending their
+share pay for a fresh count, at most one request per node per 30 s (a 1,000-node scale-up: about 50
+requests per second while it lasts; an idle cluster: none).
+
+The first count is taken at once, before the daemon's first cloud calls; until
 it arrives (or while the API never answers) the budget is shared as if the cluster had
 ``CLOUD_API_BUDGET_ASSUMED_NODES`` nodes. A failed poll keeps the last count (never an unbounded
 rate) and retries after a jittered backoff from 0.8 s, doubling up to the interval.
@@ -51,6 +62,7 @@ log = structlog.get_logger("ipamd.k8s.nodecount")
 NODES_PATH = "/api/v1/nodes"
 COUNT_QUERY: Mapping[str, str] = {"limit": "1"}
 CHANGE_LOGGED = 0.10  # a count more than 10% away from the last one logged is logged
+BUSY_CHECK = 1.0  # seconds between looks at the budget once a busy node's count may be read again
 
 
 def node_count(body: Mapping[str, Any]) -> int:
@@ -83,17 +95,22 @@ class NodeCounter:
         budget: ClusterBudget,
         *,
         interval: float,
+        busy_interval: float | None = None,
         reconcile_interval: float | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], bool] | None = None,
     ) -> None:
         self.api = api
         self.budget = budget
         self.interval = interval
+        self.busy_interval = busy_interval  # None: only every ``interval``
         self.reconcile_interval = reconcile_interval  # RECONCILE_INTERVAL: warned about when too short
         self.assumed = budget.nodes
-        self._clock = clock
+        self._clock = clock  # counted_at, as shown
+        self._monotonic = monotonic  # when to poll
+        self._counted_mono: float | None = None
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self._sleep = sleep or self._stop.wait
@@ -102,6 +119,7 @@ class NodeCounter:
         self.nodes: int | None = None  # the last count the API gave; None: never counted
         self.counted_at: float | None = None
         self.polls = 0
+        self.busy_polls = 0  # polls made early because callers waited for the share
         self.failures = 0  # in a row
         self.last_error: str | None = None
         self._logged: int | None = None
@@ -126,8 +144,29 @@ class NodeCounter:
             except Exception:  # a bug must not end the counting for good: the shares stay as they are
                 log.exception("node_count_crashed")
                 delay = self.interval
-            if self._sleep(delay):
+            if self._wait(delay):
                 return
+
+    def _wait(self, delay: float) -> bool:
+        """Sleep until the next poll: ``delay`` from now, or sooner once the count is
+        ``busy_interval`` old while callers wait for the share (not while polls fail: the backoff
+        rules). True when stopped."""
+        due = self._monotonic() + delay
+        while True:
+            now = self._monotonic()
+            if now >= due:
+                return False
+            with self._lock:
+                early = None
+                if self.busy_interval is not None and self.failures == 0 and self._counted_mono is not None:
+                    early = self._counted_mono + self.busy_interval
+            if early is not None and now >= early and self.budget.busy():
+                with self._lock:
+                    self.busy_polls += 1
+                return False
+            until = due if early is None else min(due, max(early, now + BUSY_CHECK))
+            if self._sleep(until - now):
+                return True
 
     # --- one poll ------------------------------------------------------------------------------
 
@@ -160,6 +199,7 @@ class NodeCounter:
             self.last_error = None
             self.nodes = nodes
             self.counted_at = self._clock()
+            self._counted_mono = self._monotonic()
         if changed_enough(self._logged, nodes):
             log.info(
                 "node_count_changed",
@@ -186,6 +226,7 @@ class NodeCounter:
         with self._lock:
             nodes, counted_at = self.nodes, self.counted_at
             polls, failures, last_error = self.polls, self.failures, self.last_error
+            busy_polls = self.busy_polls
         return {
             "nodes": self.budget.nodes,
             "source": "api" if nodes is not None else "assumed",
@@ -193,7 +234,10 @@ class NodeCounter:
             "age_seconds": None if counted_at is None else round(max(0.0, self._clock() - counted_at), 3),
             "assumed_nodes": self.assumed,
             "poll_interval_seconds": self.interval,
+            "busy_poll_interval_seconds": self.busy_interval,
+            "busy": self.budget.busy(),
             "polls": polls,
+            "busy_polls": busy_polls,
             "failures_in_a_row": failures,
             "last_error": last_error,
             "classes": self.budget.public(),
@@ -224,6 +268,7 @@ def share_budget(
     counter = kube.count_nodes(
         budget,
         interval=settings.cloud_api_budget_poll_interval,
+        busy_interval=settings.cloud_api_budget_busy_poll_interval,
         reconcile_interval=settings.reconcile_interval,
     )
     return budget, counter

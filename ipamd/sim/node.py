@@ -25,8 +25,10 @@ is mirrored here, and must change when the manager or the ADD path does:
   here, so its control flow is written again in :class:`_Call`: the one copy of it.
 - The node count behind CLOUD_API_BUDGET (``ipamd.k8s.nodecount``): read when the daemon starts,
   before its first call, then every CLOUD_API_BUDGET_POLL_INTERVAL jittered as the daemon jitters it
-  (``ipamd.cloud.budget.next_poll_in``; the poll's own
-  latency and failures are not modelled); the count is every node of the cluster at that moment.
+  (``ipamd.cloud.budget.next_poll_in``), and again once the count is CLOUD_API_BUDGET_BUSY_POLL_INTERVAL
+  old while a call waits for the node's share (the daemon looks every second; here, when a waiting
+  call looks again); the poll's own latency and failures are not modelled; the count is every node
+  of the cluster at that moment.
 - ``IpamService._assign``: an ADD takes a free address at once; when none is free it may take a cooling
   one (``cannot_grow``: the pool is paused, at its maximum or not below its targets; ``wait_exceeded``:
   COOLDOWN_OVERRIDE_WAIT has passed), else it waits for growth. Waiters look again when the pool
@@ -239,6 +241,9 @@ class SimNode:
         self.budget: ClusterBudget | None = None
         self.poll_interval = s.cloud_api_budget_poll_interval
         self.next_count_poll = _INF
+        self.busy_poll = s.cloud_api_budget_busy_poll_interval
+        self.counted_at = -_INF  # the last count's time
+        self.count_serial = 0  # the poll scheduled next (one superseded by a busy poll is skipped)
         if sim_policy.budget:
             self.budget = ClusterBudget(
                 sim_policy.budget,
@@ -725,16 +730,20 @@ class SimNode:
             remaining = max(remaining, ClusterBudget.wait_for(tickets))
         return max(remaining, 0.0)
 
-    def _count_nodes(self, now: float, _: Any = None) -> None:
+    def _count_nodes(self, now: float, serial: Any = None) -> None:
         """``NodeCounter``: the cluster's node count now, then the next poll, interval x [0.8, 1.2)."""
         if self.mode == GONE or self.budget is None:
             return
+        if serial is not None and serial != self.count_serial:
+            return
+        self.count_serial += 1
+        self.counted_at = now
         count = self.host.node_count_at(now)
         if count != self.budget.nodes:
             self.budget.set_nodes(count)
         draw = self.host.rng.random()
         self.next_count_poll = now + next_poll_in(self.poll_interval, 0, draw)
-        self.host.at(self.next_count_poll, self._count_nodes)
+        self.host.at(self.next_count_poll, self._count_nodes, self.count_serial)
 
 
 _OPERATION: dict[type, str] = {
@@ -800,10 +809,15 @@ class _Call:
         if node.mode == GONE:
             return
         wait = node.token_wait(self.ready, self.tickets, now)
-        if wait > 0:
+        if wait > 0 and now >= node.counted_at + node.busy_poll:  # NodeCounter._wait: busy, count old
+            node._count_nodes(now)
+            wait = node.token_wait(self.ready, self.tickets, now)
+        if now + wait > now:  # (a wait below the clock's resolution is none)
             # The daemon looks again every second, so a new node count re-times the wait: look again at
-            # the next count at the latest (at the same moment, the count, scheduled earlier, goes first).
-            node.host.at(max(min(now + wait, node.next_count_poll), now), self._go)
+            # the next count at the latest (at the same moment, the count, scheduled earlier, goes first),
+            # or when the count is old enough for a busy node to read it again.
+            again = min(now + wait, node.next_count_poll, node.counted_at + node.busy_poll)
+            node.host.at(max(again, now), self._go)
             return
         self._send(now)
 

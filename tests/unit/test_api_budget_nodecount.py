@@ -203,18 +203,119 @@ def test_a_reconcile_interval_the_read_share_cannot_carry_is_warned_about() -> N
     assert warnings[0]["nodes"] == 5000 and warnings[0]["at_least"] == 625
 
 
+class SleepClock(Clock):
+    """A monotonic clock that the counter's sleeps advance; stops the run after ``stop_after`` sleeps."""
+
+    def __init__(self, stop_after: int) -> None:
+        super().__init__()
+        self.slept: list[float] = []
+        self.stop_after = stop_after
+
+    def sleep(self, seconds: float) -> bool:
+        assert seconds > 0
+        self.slept.append(seconds)
+        self.now += seconds
+        return len(self.slept) >= self.stop_after
+
+
+def running_counter(
+    api: FakeApi, clock: SleepClock, *, busy_interval: float | None = None
+) -> tuple[NodeCounter, ClusterBudget]:
+    budget = ClusterBudget(BUDGET, "aws", nodes=100, clock=clock)
+    c = NodeCounter(
+        api,  # type: ignore[arg-type]
+        budget,
+        interval=60.0,
+        busy_interval=busy_interval,
+        clock=clock,
+        monotonic=clock,
+        rng=random.Random(1),
+        sleep=clock.sleep,
+    )
+    return c, budget
+
+
 def test_run_polls_until_stopped_and_survives_a_bug() -> None:
     api = FakeApi(nodes_page(3), ApiError(0, "Unreachable", "refused"), RuntimeError("a bug"), nodes_page(4))
-    budget = ClusterBudget(BUDGET, "aws", nodes=100)
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> bool:
-        slept.append(seconds)
-        return len(slept) == 4  # stopped during the fourth wait
-
-    c = NodeCounter(api, budget, interval=60.0, rng=random.Random(1), sleep=sleep)  # type: ignore[arg-type]
+    clock = SleepClock(stop_after=4)
+    c, budget = running_counter(api, clock)
     with structlog.testing.capture_logs() as logs:
         c.run()
     assert len(api.requests) == 4 and budget.nodes == 4
+    slept = clock.slept
     assert 48.0 <= slept[0] < 72.0 and slept[1] < 2.0 and slept[2] == 60.0 and 48.0 <= slept[3] < 72.0
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["node_count_crashed"]
+
+
+def test_a_busy_node_reads_the_count_again_once_it_is_the_busy_interval_old() -> None:
+    """Callers waiting for the share (a bucket in debt) make the count be read 30 s after the last
+    one, not after the interval: a scale-up is seen within 30 s. Looked at every second after that."""
+    api = FakeApi(nodes_page(3), nodes_page(300), nodes_page(300))
+    clock = SleepClock(stop_after=3)
+    c, budget = running_counter(api, clock, busy_interval=30.0)
+    c.poll()
+    start = clock.now
+    for _ in range(100):  # at 4/3 per second and 100/3 tokens held at most: callers wait 50 s or more
+        budget.reserve("assign_ips")
+    assert budget.busy()
+    assert not c._wait(next_poll_in(60.0, 0, 0.5))  # due early: at 30 s, not at 60
+    assert clock.now - start == pytest.approx(30.0) and clock.slept == [pytest.approx(30.0)]
+    assert c.poll() and budget.nodes == 300 and c.busy_polls == 1
+    assert c.public()["busy_polls"] == 1 and c.public()["busy_poll_interval_seconds"] == 30.0
+
+
+def test_an_idle_node_waits_the_whole_interval_looking_every_second_after_the_busy_interval() -> None:
+    api = FakeApi(nodes_page(3))
+    clock = SleepClock(stop_after=10_000)
+    c, budget = running_counter(api, clock, busy_interval=30.0)
+    c.poll()
+    start = clock.now
+    assert not budget.busy()
+    assert not c._wait(60.0)
+    assert clock.now - start == pytest.approx(60.0) and len(api.requests) == 1 and c.busy_polls == 0
+    assert clock.slept[0] == pytest.approx(30.0) and all(s <= 1.0 + 1e-9 for s in clock.slept[1:])
+
+
+def test_a_node_that_becomes_busy_later_polls_within_a_second() -> None:
+    api = FakeApi(nodes_page(3))
+    clock = SleepClock(stop_after=10_000)
+    c, budget = running_counter(api, clock, busy_interval=30.0)
+    c.poll()
+    start = clock.now
+    sleep = clock.sleep
+
+    def sleep_then_spend(seconds: float) -> bool:
+        if clock.now - start >= 40.0 and c.busy_polls == 0:
+            while not budget.busy():  # spend what the bucket holds (up to 100/3 tokens), then owe
+                budget.reserve("assign_ips")
+            for _ in range(10):  # 10 tokens: 7.5 s of waiting
+                budget.reserve("assign_ips")
+        return sleep(seconds)
+
+    c._sleep = sleep_then_spend
+    assert not c._wait(600.0)
+    assert 40.0 <= clock.now - start <= 41.0 + 1e-9 and c.busy_polls == 1
+
+
+def test_no_busy_poll_while_polls_fail_the_backoff_rules() -> None:
+    api = FakeApi(nodes_page(3), ApiError(503, "ServiceUnavailable", "down"))
+    clock = SleepClock(stop_after=10_000)
+    c, budget = running_counter(api, clock, busy_interval=30.0)
+    c.poll()
+    clock.now += 31.0
+    for _ in range(100):
+        budget.reserve("assign_ips")
+    delay = c.poll()  # fails: the backoff's delay, under a second and a half
+    assert c.failures == 1 and delay < 1.5
+    assert not c._wait(delay) and c.busy_polls == 0 and clock.slept == [pytest.approx(delay)]
+
+
+def test_without_a_busy_interval_only_the_interval_counts() -> None:
+    api = FakeApi(nodes_page(3))
+    clock = SleepClock(stop_after=10_000)
+    c, budget = running_counter(api, clock, busy_interval=None)
+    c.poll()
+    for _ in range(200):
+        budget.reserve("assign_ips")
+    assert budget.busy() and not c._wait(60.0)
+    assert clock.slept == [pytest.approx(60.0)] and c.busy_polls == 0

@@ -218,6 +218,12 @@ class DemandTracker:
         )
 
     @property
+    def version(self) -> int:
+        """Bumped by every start: what derives from the history (the targets among it) can only change
+        with it or with time (``adaptive_change_at`` says when)."""
+        return self._version
+
+    @property
     def learning_until(self) -> float:
         """Until when the tracker is too young to have seen a node's first pods: its birth plus
         ``LEARNING_SLICES`` slices of the window (2 minutes by default)."""

@@ -69,6 +69,7 @@ from ipamd.pool.model import (
     PoolSnapshot,
     PoolStats,
     PoolView,
+    canonical_ipv4,
 )
 
 __all__ = ["AddressState", "Datastore", "RestoreReport", "SyncReport"]
@@ -80,6 +81,10 @@ class AddressState(enum.Enum):
     COOLING = "cooling"
     QUARANTINED = "quarantined"
     RELEASING = "releasing"
+
+    # Members are singletons compared by identity: hash them so too (Enum hashes the name, a Python call
+    # on every dict lookup of the datastore's per-state counts).
+    __hash__ = object.__hash__
 
 
 FREE = AddressState.FREE
@@ -910,6 +915,9 @@ def _plan(views: Iterable[InterfaceView]) -> list[_Plan]:
 
 
 def _parse_ip(text: str) -> tuple[str, int]:
+    value = canonical_ipv4(text)
+    if value is not None:
+        return text, value
     try:
         addr = ipaddress.IPv4Address(text)
     except ValueError as exc:
@@ -918,6 +926,8 @@ def _parse_ip(text: str) -> tuple[str, int]:
 
 
 def _canonical_ip(text: str) -> str:
+    if canonical_ipv4(text) is not None:
+        return text
     try:
         return str(ipaddress.IPv4Address(text))
     except ValueError:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ipamd.config import Settings
-from ipamd.pool.adaptive import WAKE_MIN, DemandTracker, adaptive_change_at, adaptive_targets
+from ipamd.pool.adaptive import WAKE_MIN, DemandTracker, adaptive_change_at, targets_now
 from ipamd.pool.model import InstanceLimits, WarmPoolTargets
 
 __all__ = ["AdaptiveTargets", "StaticTargets", "TargetsFactory", "TargetsProvider", "targets_factory"]
@@ -70,13 +70,15 @@ class StaticTargets:
 class AdaptiveTargets:
     """``POOL_MODE=adaptive``: the node's ``DemandTracker`` and ``adaptive_targets`` of the base."""
 
-    __slots__ = ("_base", "_last", "_limits", "_tracker")
+    __slots__ = ("_base", "_cached", "_limits", "_tracker")
 
     def __init__(self, base: WarmPoolTargets, limits: InstanceLimits, now: float, *, window: float) -> None:
         self._base = base
         self._limits = limits
         self._tracker = DemandTracker(window, now=now)
-        self._last: WarmPoolTargets | None = None
+        # (tracker version, from, until, targets): the targets hold from ``from`` until the next start
+        # or ``until`` (adaptive_change_at; None: until the next start). The node asks at every step.
+        self._cached: tuple[int, float, float | None, WarmPoolTargets] | None = None
 
     def on_pod_start(self, now: float) -> None:
         self._tracker.pod_started(now)
@@ -85,10 +87,20 @@ class AdaptiveTargets:
         self._tracker.pod_stopped(now)
 
     def targets(self, now: float) -> WarmPoolTargets:
-        targets, _ = adaptive_targets(self._base, self._tracker, self._limits, now=now)
-        if targets == self._last and self._last is not None:
-            return self._last  # the same object while unchanged: the node compares by identity first
-        self._last = targets
+        # the manager's effective_targets without its explanation (what introspection shows); the same
+        # object while unchanged (targets_now's cache): the node compares by identity first
+        tracker = self._tracker
+        cached = self._cached
+        if (
+            cached is not None
+            and cached[0] == tracker.version
+            and cached[1] <= now
+            and (cached[2] is None or now < cached[2])
+        ):
+            return cached[3]
+        targets = targets_now(self._base, tracker, self._limits, now=now)
+        until = adaptive_change_at(self._base, tracker, self._limits, now=now)
+        self._cached = (tracker.version, now, until, targets)
         return targets
 
     def next_change(self, now: float) -> float | None:

@@ -954,3 +954,57 @@ def test_waiting_adds_never_take_growth_past_max_pods(waiting: int, assigned: in
             else (action.ip_count if isinstance(action, AttachInterface) else 0)
         )
     assert 9 + assigned + added <= max(20, 9 + assigned)
+
+
+# --- the order releases are chosen in ------------------------------------------------------------
+
+
+def _reference_key(text: str) -> tuple[int, int, str]:
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return (0, 0, text)
+    return (net.version, int(net.network_address), text)
+
+
+_OCTETISH = st.one_of(
+    st.integers(0, 300).map(str),
+    st.sampled_from(["", "00", "01", "007", "256", "1000", "-1", "+1", " 1", "1 ", "²", "٣", "0x1", "a"]),
+)
+
+
+@given(
+    parts=st.lists(_OCTETISH, min_size=3, max_size=5),
+    prefix=st.one_of(
+        st.none(),
+        st.integers(0, 40).map(str),
+        st.sampled_from(["", "08", "032", "255.255.255.0", "0.0.0.255", "x", "33", "-1"]),
+    ),
+)
+@settings(max_examples=2000, deadline=None)
+def test_the_release_order_key_reads_ipv4_as_ipaddress_does(parts: list[str], prefix: str | None) -> None:
+    """The dotted-quad fast path gives ipaddress's key for every string, canonical or not."""
+    text = ".".join(parts) + ("" if prefix is None else "/" + prefix)
+    assert policy._address_key(text) == _reference_key(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "10.0.0.9",
+        "10.0.0.10",
+        "10.0.0.16/28",
+        "10.0.0.17/28",
+        "0.0.0.0/0",
+        "255.255.255.255",
+        "fd00::5",
+        "fd00::/80",
+        "10.0.0.1/32",
+        "garbage",
+        "",
+        "1.2.3.4/",
+        "1.2.3.4/255.255.0.0",
+    ],
+)
+def test_the_release_order_key_on_known_forms(text: str) -> None:
+    assert policy._address_key(text) == _reference_key(text)

@@ -205,6 +205,25 @@ def test_the_cluster_budget_keeps_a_scale_up_out_of_throttling() -> None:
     assert counts == [2, 151]  # each counted the nodes there when its daemon started
 
 
+def test_a_node_whose_calls_wait_reads_the_node_count_again_after_the_busy_interval() -> None:
+    """NodeCounter's busy poll: n-0 is spending a tiny share (its assigns wait ~100 s) when 150 nodes
+    join at 10 s; it sees them once its count is 30 s old, not at its next 10-minute poll."""
+    joins = [WorkloadEvent(10.0, NODE_ADD, node=f"new-{i}", group="n") for i in range(150)]
+    policy = f"WARM_IP_TARGET=5,STARTUP_TAINT=,CLOUD_API_BUDGET=assign=0.01,{QUIET}"
+    counts = {}
+    for busy in ("30", "600"):
+        cluster = cluster_of(
+            [*creates(1.0, 20), *joins],
+            f"{policy},CLOUD_API_BUDGET_BUSY_POLL_INTERVAL={busy}",
+            subnet="10.0.0.0/20",
+        )
+        cluster.run(45.0)
+        node = cluster.nodes["n-0"]
+        assert node.budget is not None and node.waiting  # still waiting for its share: busy
+        counts[busy] = node.budget.nodes
+    assert counts == {"30": 151, "600": 1}
+
+
 def test_adaptive_mode_runs_the_daemons_demand_tracker() -> None:
     cluster = cluster_of(creates(10.0, 12), f"POOL_MODE=adaptive,{QUIET}")
     cluster.run(120.0)

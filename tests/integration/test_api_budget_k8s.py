@@ -149,6 +149,53 @@ def test_the_shares_pace_the_daemons_cloud_calls(
     daemon.stop()
 
 
+def test_a_node_whose_calls_wait_reads_the_count_again_within_the_busy_interval(
+    kube_apiserver: KubeApiServer, daemon: DaemonProcess
+) -> None:
+    """A scale-up seen by a busy node within CLOUD_API_BUDGET_BUSY_POLL_INTERVAL, not at the next
+    CLOUD_API_BUDGET_POLL_INTERVAL (an hour here): its pool's growth waits for an assign share of
+    0.02/50 calls per second, so its budget stays in debt."""
+    api = kube_apiserver
+    api.add_node(NODE)
+    add_nodes(api, 0, 49)  # 50 Nodes
+    daemon.start(
+        CLOUD_API_BUDGET="assign=0.02",
+        CLOUD_API_BUDGET_POLL_INTERVAL="1h",
+        CLOUD_API_BUDGET_BUSY_POLL_INTERVAL="1",
+        MINIMUM_IP_TARGET="60",
+    )
+    view = wait_for(lambda: (v := budget_view(daemon))["busy"] and v, what="calls waiting for the share")
+    assert view["nodes"] == 50 and view["busy_poll_interval_seconds"] == 1.0
+    add_nodes(api, 49, 50)  # 100 Nodes
+    view = wait_for(lambda: (v := budget_view(daemon))["nodes"] == 100 and v, timeout=10, what="a busy poll")
+    assert view["busy_polls"] >= 1 and view["classes"]["assign"]["rate"] == pytest.approx(0.0002)
+    daemon.stop()
+
+
+def test_an_idle_node_waits_for_the_poll_interval(
+    kube_apiserver: KubeApiServer, daemon: DaemonProcess
+) -> None:
+    api = kube_apiserver
+    api.add_node(NODE)
+    add_nodes(api, 0, 49)
+    daemon.start(
+        CLOUD_API_BUDGET=BUDGET_ENV,
+        CLOUD_API_BUDGET_POLL_INTERVAL="1h",
+        CLOUD_API_BUDGET_BUSY_POLL_INTERVAL="1",
+    )
+    daemon.wait_pool(lambda p: p["total"] >= 1, timeout=30)
+    settled = wait_for(
+        lambda: not (v := budget_view(daemon))["busy"] and v, what="the pool settled, no call waiting"
+    )
+    add_nodes(api, 49, 50)
+    time.sleep(3.0)  # three busy intervals: an idle node does not read the count again
+    view = budget_view(daemon)
+    assert not view["busy"], "a call waited: the test's premise (an idle node) did not hold"
+    assert view["nodes"] == 50 and view["busy_polls"] == settled["busy_polls"]
+    assert view["polls"] == settled["polls"]
+    daemon.stop()
+
+
 def test_the_count_is_kept_while_the_api_is_down(
     kube_apiserver: KubeApiServer, daemon: DaemonProcess
 ) -> None:

@@ -235,6 +235,17 @@ def running_counter(
     return c, budget
 
 
+def counted_once(
+    *answers: dict[str, Any] | Exception, busy_interval: float | None = 30.0
+) -> tuple[NodeCounter, ClusterBudget, SleepClock, FakeApi]:
+    """A counter whose first poll read 3 nodes; ``answers`` for the polls after it."""
+    api = FakeApi(nodes_page(3), *answers)
+    clock = SleepClock(stop_after=10_000)
+    c, budget = running_counter(api, clock, busy_interval=busy_interval)
+    c.poll()
+    return c, budget, clock, api
+
+
 def test_run_polls_until_stopped_and_survives_a_bug() -> None:
     api = FakeApi(nodes_page(3), ApiError(0, "Unreachable", "refused"), RuntimeError("a bug"), nodes_page(4))
     clock = SleepClock(stop_after=4)
@@ -250,10 +261,7 @@ def test_run_polls_until_stopped_and_survives_a_bug() -> None:
 def test_a_busy_node_reads_the_count_again_once_it_is_the_busy_interval_old() -> None:
     """Callers waiting for the share (a bucket in debt) make the count be read 30 s after the last
     one, not after the interval: a scale-up is seen within 30 s. Looked at every second after that."""
-    api = FakeApi(nodes_page(3), nodes_page(300), nodes_page(300))
-    clock = SleepClock(stop_after=3)
-    c, budget = running_counter(api, clock, busy_interval=30.0)
-    c.poll()
+    c, budget, clock, _ = counted_once(nodes_page(300))
     start = clock.now
     for _ in range(100):  # at 4/3 per second and 100/3 tokens held at most: callers wait 50 s or more
         budget.reserve("assign_ips")
@@ -265,10 +273,7 @@ def test_a_busy_node_reads_the_count_again_once_it_is_the_busy_interval_old() ->
 
 
 def test_an_idle_node_waits_the_whole_interval_looking_every_second_after_the_busy_interval() -> None:
-    api = FakeApi(nodes_page(3))
-    clock = SleepClock(stop_after=10_000)
-    c, budget = running_counter(api, clock, busy_interval=30.0)
-    c.poll()
+    c, budget, clock, api = counted_once()
     start = clock.now
     assert not budget.busy()
     assert not c._wait(60.0)
@@ -277,10 +282,7 @@ def test_an_idle_node_waits_the_whole_interval_looking_every_second_after_the_bu
 
 
 def test_a_node_that_becomes_busy_later_polls_within_a_second() -> None:
-    api = FakeApi(nodes_page(3))
-    clock = SleepClock(stop_after=10_000)
-    c, budget = running_counter(api, clock, busy_interval=30.0)
-    c.poll()
+    c, budget, clock, _ = counted_once()
     start = clock.now
     sleep = clock.sleep
 
@@ -298,10 +300,7 @@ def test_a_node_that_becomes_busy_later_polls_within_a_second() -> None:
 
 
 def test_no_busy_poll_while_polls_fail_the_backoff_rules() -> None:
-    api = FakeApi(nodes_page(3), ApiError(503, "ServiceUnavailable", "down"))
-    clock = SleepClock(stop_after=10_000)
-    c, budget = running_counter(api, clock, busy_interval=30.0)
-    c.poll()
+    c, budget, clock, _ = counted_once(ApiError(503, "ServiceUnavailable", "down"))
     clock.now += 31.0
     for _ in range(100):
         budget.reserve("assign_ips")
@@ -311,10 +310,7 @@ def test_no_busy_poll_while_polls_fail_the_backoff_rules() -> None:
 
 
 def test_without_a_busy_interval_only_the_interval_counts() -> None:
-    api = FakeApi(nodes_page(3))
-    clock = SleepClock(stop_after=10_000)
-    c, budget = running_counter(api, clock, busy_interval=None)
-    c.poll()
+    c, budget, clock, _ = counted_once(busy_interval=None)
     for _ in range(200):
         budget.reserve("assign_ips")
     assert budget.busy() and not c._wait(60.0)

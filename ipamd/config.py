@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import operator
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ipamd.errors import ConfigError
@@ -495,7 +496,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("KUBERNETES_INTEGRATION", "kubernetes_integration", "auto", _integration,
              "auto (on when in-cluster or KUBECONFIG config exists), on (refuse to start without), off."),
     Variable("NODE_NAME", "node_name", None, _node_name,
-             "This node's name (downward API spec.nodeName); MY_NODE_NAME is accepted too."),
+             "This node's name (downward API spec.nodeName)."),
     Variable("KUBECONFIG", "kubeconfig", None, _path,
              "Kubeconfig file to use when not in-cluster (the in-cluster service account wins)."),
     Variable("STARTUP_TAINT", "startup_taint", "node.cloud-cni.io/agent-not-ready:NoSchedule", _taint,
@@ -542,7 +543,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LEAKED_ENI_CLEANUP_INTERVAL", "leaked_eni_cleanup_interval", "3600", _seconds,
              "Seconds between sweeps for leaked (available, > 5 min old) interfaces of the cluster; 0: off."),
     Variable("POD_MTU", "pod_mtu", None, _mtu,
-             "linux datapath: MTU of pod veths. Unset: the primary interface's MTU."),
+             "linux datapath: MTU of pod veths and secondary interfaces. Unset: the primary interface's."),
     Variable("VETH_PREFIX", "veth_prefix", "ccni", _veth_prefix,
              "linux datapath: host veth names are this prefix + 11 hex of sha1(container id/ifname)."),
     Variable("EXTERNAL_SNAT", "external_snat", "false", _bool,
@@ -590,6 +591,335 @@ VARIABLES: tuple[Variable, ...] = (
              "sim only: the simulated VPC's CIDR (what the linux datapath does not SNAT)."),
     Variable("SIM_SEED", "sim_seed", "0", _int_at_least(0), "sim only: seed for ids and latency jitter."),
 )  # fmt: skip
+
+
+# --- aws-node's variable names (docs/migrate-from-aws-vpc-cni.md) --------------------------------
+#
+# A node switched in place from aws-vpc-cni keeps aws-node's environment. Three kinds of names:
+# the same name (WARM_IP_TARGET, POD_MTU, ...: VARIABLES reads them as they are), an ``Alias`` (aws-node's
+# name for one of our variables, its value translated), and an ``AwsNodeOnly`` variable (no setting
+# here: accepted with a log line when nothing the operator relies on is lost, refused otherwise).
+# ``Settings.from_env`` stays pure: what it found is returned as ``Settings.alias_notes``, which the
+# daemon logs at start, one line each.
+
+_GO_TRUE = ("t",)  # Go's strconv.ParseBool spellings beyond ours (aws-node parses booleans with it)
+_GO_FALSE = ("f",)
+
+
+def _go_bool(raw: str) -> str:
+    """An aws-node boolean: ours (true/false, 1/0, yes/no, on/off) or Go's t/f, any case."""
+    value = raw.strip().lower()
+    if value in _GO_TRUE:
+        return "true"
+    if value in _GO_FALSE:
+        return "false"
+    try:
+        return "true" if _bool(value) else "false"
+    except ValueError:
+        raise ValueError("true or false (aws-node's t, f, 1, 0 too)") from None
+
+
+def _disable_switch(off: str) -> Callable[[str], str | None]:
+    """aws-node's DISABLE_X=true: our variable's ``off`` value; false asks for nothing (None)."""
+
+    def translate(raw: str) -> str | None:
+        return off if _go_bool(raw) == "true" else None
+
+    return translate
+
+
+def _as_is(raw: str) -> str:
+    return raw.strip()
+
+
+def _aws_node_cidrs(raw: str) -> str:
+    """aws-node's EXCLUDE_SNAT_CIDRS: host bits are cleared (Go's net.ParseCIDR), IPv4 only here."""
+    out = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            net = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"comma-separated IPv4 CIDRs such as 192.0.2.0/24 ({item!r} is not)") from None
+        if net.version != 4:
+            raise ValueError(f"comma-separated IPv4 CIDRs: pods have IPv4 addresses only ({item!r} is IPv6)")
+        out.append(str(net))
+    return ",".join(out)
+
+
+def _aws_node_bind(raw: str) -> str:
+    """aws-node's INTROSPECTION_BIND_ADDRESS: Go's ``:PORT`` (every address) or host:port; no unix:."""
+    value = raw.strip()
+    if value.startswith("unix:"):
+        raise ValueError("host:port or :port (cloud-cni serves introspection over TCP only, not unix:)")
+    return "0.0.0.0" + value if value.startswith(":") else value
+
+
+def _same_cidrs(a: Any, b: Any) -> bool:
+    return set(a) == set(b)
+
+
+def _connmark(raw: str) -> str:
+    """aws-node's AWS_VPC_K8S_CNI_CONNMARK: an integer as Go's ParseInt(s, 0) reads it, 1 to 2^32-1."""
+    try:
+        mark = int(raw.strip(), 0)
+    except ValueError:
+        raise ValueError("an integer mark such as 0x80 or 128") from None
+    if not 0 < mark <= 0xFFFFFFFF:
+        raise ValueError("an integer mark from 1 to 0xffffffff")
+    return f"0x{mark:x}"
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """aws-node's name for one of our variables.
+
+    ``translate`` turns its value into our variable's text (then parsed by our parser), raising
+    ValueError with what aws-node's form allows; None: the value asks for nothing (aws-node's default
+    of a DISABLE_* switch), so our variable keeps its own value or default. Our name wins when both are
+    set with the same meaning; a different meaning is a ConfigError naming both. ``fallback``: in
+    aws-node our variable only defaults to this one, so ours wins whatever the two say.
+    """
+
+    name: str
+    variable: str
+    translate: Callable[[str], str | None]
+    values: str  # how a value carries over (docs/migrate-from-aws-vpc-cni.md)
+    fallback: bool = False
+    same: Callable[[Any, Any], bool] = operator.eq
+
+
+ALIASES: tuple[Alias, ...] = (
+    Alias("AWS_VPC_K8S_CNI_EXTERNALSNAT", "EXTERNAL_SNAT", _go_bool, "true/false as set (Go's t/f too)."),
+    Alias("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "EXCLUDE_SNAT_CIDRS", _aws_node_cidrs,
+          "the same comma-separated list; host bits are cleared as aws-node does (10.1.2.3/16 is "
+          "10.1.0.0/16); IPv6 entries are refused; compared with ours as a set.", same=_same_cidrs),
+    Alias("AWS_VPC_K8S_CNI_VETHPREFIX", "VETH_PREFIX", _as_is,
+          "as set; 1 to 4 lowercase letters or digits. aws-node's default `eni` keeps the host veths' prefix "
+          "that other node software matches (Calico's interfacePrefix on EKS)."),
+    Alias("AWS_VPC_ENI_MTU", "POD_MTU", _as_is,
+          "pods and secondary interfaces get this MTU when `POD_MTU` is unset (in aws-node `POD_MTU` "
+          "defaults to it, so a `POD_MTU` that is set wins without a conflict); 576 to 9001. The primary "
+          "interface's MTU is left as the node has it.", fallback=True),
+    Alias("MY_NODE_NAME", "NODE_NAME", _as_is,
+          "read when `NODE_NAME` is unset (`NODE_NAME` wins, as it always has).", fallback=True),
+    Alias("DISABLE_METRICS", "METRICS_BIND", _disable_switch("off"),
+          "`true`: `off`; `false`: nothing asked, `METRICS_BIND` or its default (`0.0.0.0:61678`, aws-node's "
+          "port) stands."),
+    Alias("INTROSPECTION_BIND_ADDRESS", "INTROSPECTION_BIND", _aws_node_bind,
+          "host:port as set; Go's `:PORT` is `0.0.0.0:PORT`; `unix:` sockets are refused."),
+    Alias("DISABLE_INTROSPECTION", "INTROSPECTION_BIND", _disable_switch("off"),
+          "`true`: `off` (with `INTROSPECTION_BIND_ADDRESS` also set: refused as a contradiction, where "
+          "aws-node ignores the address); `false`: nothing asked."),
+    Alias("DISABLE_LEAKED_ENI_CLEANUP", "LEAKED_ENI_CLEANUP_INTERVAL", _disable_switch("0"),
+          "`true`: `0` (no periodic sweep; the start-up sweep of this node's own interfaces still runs); "
+          "`false`: nothing asked."),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AwsNodeOnly:
+    """An aws-node variable with no setting here.
+
+    ``canonical`` names a value (ValueError: not a value aws-node takes). Values in ``inert`` lose
+    nothing (an info line; None: every value); values in ``ignored`` ask for something cloud-cni does
+    not do and are ignored with a warning (None: every value not inert). Every other value is refused:
+    ignoring it would change pod networking the operator relies on. ``domain``: all values, for the doc.
+    """
+
+    name: str
+    canonical: Callable[[str], str]
+    inert: tuple[str, ...] | None
+    ignored: tuple[str, ...] | None
+    why: str
+    domain: tuple[str, ...] | None = None
+
+
+_BOOLS = ("true", "false")
+
+AWS_NODE_ONLY: tuple[AwsNodeOnly, ...] = (
+    AwsNodeOnly("AWS_VPC_K8S_CNI_RANDOMIZESNAT", _choice(("prng", "hashrandom", "none")), ("prng",),
+                ("hashrandom",),
+                "cloud-cni's SNAT always picks fully random source ports (`prng`, aws-node's default). "
+                "`hashrandom` (iptables --random) is ignored: fully random ports are at least as "
+                "unpredictable. `none` is refused: source ports would be randomized anyway, which an "
+                "operator who turned randomization off relies on not happening.",
+                ("prng", "hashrandom", "none")),
+    AwsNodeOnly("AWS_VPC_CNI_NODE_PORT_SUPPORT", _go_bool, ("false",), ("true",),
+                "cloud-cni marks no connection arriving by the primary interface: a pod on a secondary "
+                "interface answers a NodePort connection that kube-proxy did not masquerade "
+                "(externalTrafficPolicy: Local) by its own interface, where the VPC drops the reply. Ignored "
+                "with a warning, not refused: `true` is aws-node's default, and refusing it would stop every "
+                "in-place switch.",
+                _BOOLS),
+    AwsNodeOnly("AWS_VPC_K8S_CNI_CONNMARK", _connmark, ("0x80",), (),
+                "cloud-cni marks SNATed connections with 0x80 (aws-node's default), always. Another mark was "
+                "chosen to stay clear of another program's bits (kube-proxy 0xc000, Calico 0xffff0000); "
+                "0x80 could break that program's routing, so it is refused."),
+    AwsNodeOnly("AWS_VPC_K8S_CNI_CONFIGURE_RPFILTER", _go_bool, ("true",), ("false",),
+                "cloud-cni's node-init init container sets rp_filter=2 and the daemon writes it only where "
+                "it differs; `false` (leave rp_filter alone) is ignored.", _BOOLS),
+    AwsNodeOnly("DISABLE_NETWORK_RESOURCE_PROVISIONING", _go_bool, ("false",), (),
+                "cloud-cni always creates, attaches and fills interfaces itself; `true` means another agent "
+                "provisions them, and the daemon would create ENIs and take addresses reserved for it.",
+                _BOOLS),
+    AwsNodeOnly("ENABLE_IPv4", _go_bool, ("true",), (),
+                "pods get IPv4 addresses only; `false` is an IPv6-only cluster.", _BOOLS),
+    AwsNodeOnly("ENABLE_IPv6", _go_bool, ("false",), (),
+                "pods get IPv4 addresses only; `true` is an IPv6 cluster.", _BOOLS),
+    AwsNodeOnly("ENABLE_POD_ENI", _go_bool, ("false",), (),
+                "security groups for pods (branch ENIs on a trunk ENI) are not implemented: pods with a "
+                "SecurityGroupPolicy would silently get the node's security groups.", _BOOLS),
+    AwsNodeOnly("POD_SECURITY_GROUP_ENFORCING_MODE", _choice(("strict", "standard")), ("strict", "standard"),
+                (), "only matters with `ENABLE_POD_ENI=true`, which is refused.", ("strict", "standard")),
+    AwsNodeOnly("ENABLE_SUBNET_DISCOVERY", _go_bool, ("false",), ("true",),
+                "new ENIs go to `ENI_SUBNET_ID` or the primary ENI's subnet; subnets tagged "
+                "kubernetes.io/role/cni are not discovered. Ignored with a warning: `true` is aws-node's "
+                "default and, with no tagged subnet, changes nothing.", _BOOLS),
+    AwsNodeOnly("ANNOTATE_POD_IP", _go_bool, ("false",), ("true",),
+                "pods are not annotated with vpc.amazonaws.com/pod-ips (Calico reads it to learn a pod's "
+                "address sooner, and falls back to status.podIP).", _BOOLS),
+    AwsNodeOnly("AWS_VPC_K8S_CNI_BACKING_STORE", _as_is, (), None,
+                "aws-node's checkpoint file. cloud-cni keeps its own, in its own format, at "
+                "`CHECKPOINT_PATH`, and never writes aws-node's."),
+    AwsNodeOnly("HTTP_TIMEOUT", _as_is, (), None,
+                "cloud-cni's EC2 client waits 10 s to connect and 10 s per read (aws-node's default) and "
+                "retries with its own backoff."),
+    AwsNodeOnly("AWS_VPC_K8S_CNI_LOGLEVEL", _as_is, (), None,
+                "the daemon logs JSON lines to stderr at `LOG_LEVEL` (default info); aws-node's level (its "
+                "manifest's DEBUG) was for its log file."),
+    AwsNodeOnly("AWS_VPC_K8S_CNI_LOG_FILE", _as_is, (), None,
+                "the daemon logs to stderr only (`kubectl logs`)."),
+    AwsNodeOnly("AWS_VPC_K8S_PLUGIN_LOG_FILE", _as_is, (), None,
+                "the plugin logs one JSON line per call to the conflist's `logFile` (default "
+                "/var/log/cloud-cni/shim.log)."),
+    AwsNodeOnly("AWS_VPC_K8S_PLUGIN_LOG_LEVEL", _as_is, (), None,
+                "the plugin has no log level: one line per call."),
+    AwsNodeOnly("VPC_ID", _as_is, None, (), "the VPC is read from the instance metadata."),
+    AwsNodeOnly("VPC_CNI_VERSION", _as_is, None, (), "informational in aws-node's manifest."),
+    AwsNodeOnly("MY_POD_NAME", _as_is, None, (), "not needed: events name the Node."),
+)  # fmt: skip
+
+# aws-node variables that cloud-cni reads under the same name, and where the value's form differs.
+AWS_NODE_SAME_NAMES: tuple[tuple[str, str], ...] = (
+    ("WARM_ENI_TARGET", ""),
+    ("WARM_IP_TARGET", ""),
+    ("MINIMUM_IP_TARGET", ""),
+    ("WARM_PREFIX_TARGET", ""),
+    ("ENABLE_PREFIX_DELEGATION", ""),
+    ("MAX_ENI", ""),
+    ("IP_COOLDOWN_PERIOD", "seconds; fractions allowed"),
+    ("POD_MTU", "secondary interfaces get it too"),
+    ("CLUSTER_NAME", ""),
+    ("ADDITIONAL_ENI_TAGS", "keys with a reserved prefix (aws:, node.k8s.amazonaws.com/, ...) are refused"),
+    ("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", ""),
+    ("ENI_CONFIG_LABEL_DEF", ""),
+    ("ENI_CONFIG_ANNOTATION_DEF", ""),
+    ("NETWORK_POLICY_ENFORCING_MODE", "takes effect with `ENABLE_NETWORK_POLICY=true`"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AliasNote:
+    """An aws-node variable found in the environment and what came of it: one start-up log line.
+
+    ``outcome``: ``applied`` (it set our variable), ``agrees`` (ours, or an alias before it, is set
+    and means the same: that one wins), ``unused`` (a fallback; ours is set), ``default`` (the value
+    asks for nothing), ``inert`` (no setting here, nothing lost), ``ignored`` (no setting here, and
+    what it asks for is not done: a warning).
+    """
+
+    name: str
+    value: str
+    variable: str | None  # ours it maps to; None: no equivalent here
+    outcome: str
+    reason: str = ""
+
+    @property
+    def warning(self) -> bool:
+        return self.outcome == "ignored"
+
+    def log(self, logger: Any) -> None:
+        """One structured line on ``logger`` (a structlog logger): the daemon calls this at start."""
+        if self.variable is not None:
+            logger.info(
+                "aws_node_variable_alias",
+                alias=self.name,
+                variable=self.variable,
+                value=self.value,
+                outcome=self.outcome,
+            )
+        elif self.warning:
+            logger.warning("aws_node_variable_ignored", alias=self.name, value=self.value, reason=self.reason)
+        else:
+            logger.info("aws_node_variable_inert", alias=self.name, value=self.value, reason=self.reason)
+
+
+def _aliased(var: Variable, env: Mapping[str, str], notes: list[AliasNote]) -> tuple[bool, Any]:
+    """``var``'s value as aws-node's names set it: (True, value) when an alias supplies it; (False,
+    None) when our own name, or its default, stands. One note per alias set; conflicts raise."""
+    found = [(a, env[a.name]) for a in ALIASES if a.variable == var.name and (env.get(a.name) or "").strip()]
+    if not found:
+        return False, None
+    ours_raw = env.get(var.name) or ""
+    ours: Any = None
+    if ours_raw.strip():
+        try:
+            ours = var.parse(ours_raw)
+        except ValueError as exc:
+            raise ConfigError(var.name, ours_raw, "allowed: " + str(exc)) from None
+    chosen: tuple[Alias, str, Any] | None = None
+    for alias, raw in found:
+        try:
+            text = alias.translate(raw)
+            value = None if text is None else var.parse(text)
+        except ValueError as exc:
+            raise ConfigError(alias.name, raw, f"allowed: {exc} (aws-node's name for {var.name})") from None
+        if text is None:
+            outcome = "default"
+        elif ours_raw.strip():
+            if not alias.fallback and not alias.same(value, ours):
+                raise ConfigError(
+                    var.name,
+                    ours_raw,
+                    f"{alias.name}={raw!r}, aws-node's name for {var.name}, asks for something else: "
+                    "unset one of them, or give both the same meaning",
+                )
+            outcome = "unused" if alias.fallback else "agrees"
+        elif chosen is None:
+            chosen, outcome = (alias, raw, value), "applied"
+        elif alias.same(value, chosen[2]):
+            outcome = "agrees"
+        else:
+            raise ConfigError(
+                alias.name,
+                raw,
+                f"contradicts {chosen[0].name}={chosen[1]!r} (both are aws-node's names for {var.name}): "
+                "unset one of them",
+            )
+        notes.append(AliasNote(alias.name, raw, var.name, outcome))
+    return (True, chosen[2]) if chosen is not None else (False, None)
+
+
+def _aws_node_only(env: Mapping[str, str], notes: list[AliasNote]) -> None:
+    """The aws-node variables with no setting here: a note each, or ConfigError for a refused value."""
+    for entry in AWS_NODE_ONLY:
+        raw = env.get(entry.name) or ""
+        if not raw.strip():
+            continue
+        try:
+            value = entry.canonical(raw)
+        except ValueError as exc:
+            raise ConfigError(entry.name, raw, f"allowed: {exc}; {entry.why}") from None
+        if entry.inert is None or value in entry.inert:
+            notes.append(AliasNote(entry.name, raw, None, "inert", entry.why))
+        elif entry.ignored is None or value in entry.ignored:
+            notes.append(AliasNote(entry.name, raw, None, "ignored", entry.why))
+        else:  # both are tuples here: ``inert`` and ``ignored`` None accept every value
+            accepted = ", ".join((*entry.inert, *entry.ignored))
+            allowed = f"{accepted} or unset" if accepted else "unset"
+            raise ConfigError(entry.name, raw, f"not supported by cloud-cni: {entry.why} Allowed: {allowed}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -672,11 +1002,17 @@ class Settings:
     sim_api_latency: float = 0.05
     sim_throttle_rate: float | None = None
     sim_seed: int = 0
+    # aws-node variables found in the environment (logged by the daemon at start); not a setting, so
+    # two Settings with the same values are equal whichever names set them.
+    alias_notes: tuple[AliasNote, ...] = field(default=(), compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Parse every variable of ``VARIABLES``; the first bad one raises ConfigError."""
+        """Parse every variable of ``VARIABLES`` (or aws-node's name for it, ``ALIASES``) and check
+        aws-node's variables that have no setting here (``AWS_NODE_ONLY``); the first bad one raises
+        ConfigError. Pure: what was found under aws-node's names is returned in ``alias_notes``."""
         values: dict[str, Any] = {}
+        notes: list[AliasNote] = []
         azure = (env.get("CLOUD_PROVIDER") or "").strip().lower() == "azure"
         # POOL_MODE=adaptive chooses the warm target itself: the azure warm-IP defaults would be floors.
         mode_set = any((env.get(name) or "").strip() for name in _POOL_MODE_VARS) or (
@@ -684,8 +1020,10 @@ class Settings:
         )
         for var in VARIABLES:
             raw = env.get(var.name)
-            if var.name == "NODE_NAME" and (raw is None or not raw.strip()):
-                raw = env.get("MY_NODE_NAME")  # aws-vpc-cni's name for it
+            supplied, value = _aliased(var, env, notes)
+            if supplied:
+                values[var.field] = value
+                continue
             if raw is not None and var.empty_means_off and raw.strip() == "":
                 values[var.field] = var.parse("")
                 continue
@@ -730,7 +1068,8 @@ class Settings:
             )
         if values["cloud_api_budget"] is not None:
             _check_api_budget(values, env.get("CLOUD_API_BUDGET", ""))
-        return cls(**values)
+        _aws_node_only(env, notes)
+        return cls(**values, alias_notes=tuple(notes))
 
     def targets(self) -> WarmPoolTargets:
         """The pool's targets. With custom networking pods never take the primary ENI's addresses
@@ -822,7 +1161,52 @@ def markdown_table() -> str:
             default = f"`{var.default}`" if var.default else "empty"
         if var.azure_default is not None:
             default += f" (`{var.azure_default}` on azure)"
-        lines.append(f"| `{var.name}` | {default} | {var.doc} |")
+        names = [f"`{a.name}`" for a in ALIASES if a.variable == var.name]
+        also = (
+            f" Also set by aws-node's {', '.join(names)} ([migrating](migrate-from-aws-vpc-cni.md))."
+            if names
+            else ""
+        )
+        lines.append(f"| `{var.name}` | {default} | {var.doc}{also} |")
+    return "\n".join(lines) + "\n"
+
+
+def alias_markdown_table() -> str:
+    """The aws-node name table of docs/migrate-from-aws-vpc-cni.md (a test keeps the doc equal to this)."""
+    lines = ["| aws-node variable | cloud-cni variable | how the value carries over |", "|---|---|---|"]
+    for alias in ALIASES:
+        lines.append(f"| `{alias.name}` | `{alias.variable}` | {alias.values} |")
+    for name, differs in AWS_NODE_SAME_NAMES:
+        lines.append(f"| `{name}` | `{name}` | same name{'; ' + differs if differs else ''}. |")
+    return "\n".join(lines) + "\n"
+
+
+def _values(values: tuple[str, ...] | None, every: str) -> str:
+    if values is None:
+        return every
+    return ", ".join(f"`{v}`" for v in values) or "none"
+
+
+def aws_node_only_markdown_table() -> str:
+    """The table of aws-node variables with no setting here (docs/migrate-from-aws-vpc-cni.md)."""
+    lines = [
+        "| aws-node variable | accepted, nothing lost (info) | ignored (warning) | refused | why |",
+        "|---|---|---|---|---|",
+    ]
+    for entry in AWS_NODE_ONLY:
+        if entry.inert is None or entry.ignored is None:
+            refused = "none"
+        elif entry.domain is None:
+            refused = "any other value"
+        else:
+            refused = _values(tuple(v for v in entry.domain if v not in (*entry.inert, *entry.ignored)), "")
+        inert = _values(entry.inert, "any value")
+        ignored = (
+            "none"
+            if entry.inert is None
+            else _values(entry.ignored, "any value" if not entry.inert else "any other value")
+        )
+        lines.append(f"| `{entry.name}` | {inert} | {ignored} | {refused} | {entry.why} |")
     return "\n".join(lines) + "\n"
 
 

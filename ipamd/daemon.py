@@ -364,6 +364,8 @@ class Daemon:
     ) -> TaskGaveUp | None:
         """Start, serve until stopped, stop; what is taken is pushed on ``held``."""
         s = self.settings
+        for note in s.alias_notes:  # aws-node's variables found in the environment: one line each
+            note.log(log)
         gave_up: TaskGaveUp | None = None
         datapath = make_datapath(s, self.metrics)
         held.callback(datapath.close)

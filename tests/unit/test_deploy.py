@@ -61,12 +61,21 @@ SCRAPE_LABELS = {"instance", "job"}  # added by Prometheus to every scraped seri
 # --- loading -------------------------------------------------------------------------------------
 
 
+def kustomization_files(directory: Path) -> list[Path]:
+    """The manifest files the kustomization in ``directory`` builds from: its ``resources``, and those of
+    the directories it names, recursively (kustomize's own reading, less patches and generators)."""
+    files = []
+    for resource in yaml.safe_load((directory / "kustomization.yaml").read_text())["resources"]:
+        path = directory / resource
+        files += kustomization_files(path) if path.is_dir() else [path]
+    return files
+
+
 def manifest_files() -> list[Path]:
-    """deploy/'s manifests; deploy/windows/ is a kustomization of its own (test_deploy_windows.py)."""
-    windows = DEPLOY / "windows"
-    return sorted(
-        p for p in DEPLOY.rglob("*.yaml") if p.name != "kustomization.yaml" and not p.is_relative_to(windows)
-    )
+    """What ``kubectl apply -k deploy/`` applies: the files of deploy/base/ and deploy/crd/. The overlays
+    (deploy/overlays/, tests/unit/test_manifests.py) and deploy/windows/ (test_deploy_windows.py) are
+    kustomizations of their own."""
+    return sorted(kustomization_files(DEPLOY))
 
 
 def load_objects() -> list[dict[str, Any]]:
@@ -512,16 +521,32 @@ def test_dashboard_uses_only_exported_metrics_and_their_labels() -> None:
 
 def test_kustomization_lists_every_manifest_and_the_image() -> None:
     kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
-    listed = set(kustomization["resources"])
-    on_disk = {str(p.relative_to(DEPLOY)) for p in manifest_files()}
-    assert {"rbac.yaml", "admission-policy.yaml", "eniconfig-crd.yaml"} <= on_disk
+    assert kustomization["resources"] == ["crd", "base"], "deploy/ is the sim deployment: base/ and the CRD"
+    listed = {str(p.relative_to(DEPLOY)) for p in manifest_files()}
+    on_disk = {str(p.relative_to(DEPLOY)) for d in ("base", "crd") for p in (DEPLOY / d).glob("*.yaml")}
+    on_disk -= {"base/kustomization.yaml", "crd/kustomization.yaml"}
+    assert {"base/rbac.yaml", "base/admission-policy.yaml", "crd/eniconfig-crd.yaml"} <= on_disk
     assert listed == on_disk, f"unlisted: {sorted(on_disk - listed)}; missing: {sorted(listed - on_disk)}"
 
-    images = {i["name"]: i for i in kustomization["images"]}
+    base = yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text())
+    images = {i["name"]: i for i in base["images"]}
     used = {c["image"] for c in all_containers()}
     assert used == set(images), f"containers use {used}, kustomization rewrites {set(images)}"
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert images["cloud-cni"]["newTag"] == version, "the image tag follows the package version"
+    # deploy/windows/ is checked against this copy (test_deploy_windows.py): the same reference
+    assert kustomization["images"] == base["images"]
+
+
+def test_the_old_paths_are_links_to_what_kustomize_reads() -> None:
+    """deploy/rbac.yaml and its siblings are named by docs and tests; kustomize reads deploy/base/ and
+    deploy/crd/ (an overlay may not sit inside its base). A link replaced by a copy would drift."""
+    manifests = {p.name: p for p in manifest_files()}
+    links = {p.name: p for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml"}
+    assert set(links) == set(manifests), "one link at deploy/ per manifest of deploy/base/ and deploy/crd/"
+    for name, link in links.items():
+        assert link.is_symlink(), f"deploy/{name} is a copy: make it a link to {manifests[name]}"
+        assert link.resolve() == manifests[name].resolve(), name
 
 
 @pytest.mark.parametrize("path", ["10-cloud-cni.conflist", "dashboards/cloud-cni.json"])

@@ -121,6 +121,32 @@ def _path(raw: str) -> str:
     return value
 
 
+def _path_or_off(raw: str) -> str | None:
+    if raw.strip().lower() == "off":
+        return None
+    try:
+        return _path(raw)
+    except ValueError:
+        raise ValueError("an absolute path, or off") from None
+
+
+_CNI_NETWORK = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")  # what ipamd/rpc/validate.py accepts in a call
+
+
+def _cni_network(raw: str) -> str:
+    value = raw.strip()
+    if len(value) > 1024 or not _CNI_NETWORK.fullmatch(value):
+        raise ValueError("a CNI network name: [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 1024 characters")
+    return value
+
+
+def _aws_veth_prefix(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9]{1,4}", value):
+        raise ValueError("1 to 4 letters or digits, as aws-node's AWS_VPC_K8S_CNI_VETHPREFIX")
+    return value
+
+
 _LOOPBACK_HOSTS = ("127.0.0.1", "::1")
 _SOCKET_ALLOWED = (
     "an absolute path (a Unix socket), or tcp://127.0.0.1:PORT or tcp://[::1]:PORT (loopback only)"
@@ -546,6 +572,15 @@ VARIABLES: tuple[Variable, ...] = (
              "linux datapath: MTU of pod veths and secondary interfaces. Unset: the primary interface's."),
     Variable("VETH_PREFIX", "veth_prefix", "ccni", _veth_prefix,
              "linux datapath: host veth names are this prefix + 11 hex of sha1(container id/ifname)."),
+    Variable("CNI_NETWORK_NAME", "cni_network_name", "cloud-cni", _cni_network,
+             "The \"name\" of the node's conflist (deploy/10-cloud-cni.conflist): the network aws-vpc-cni's "
+             "adopted pods are keyed by, so that the runtime's DEL and GC find them."),
+    Variable("AWS_VPC_CNI_CHECKPOINT", "aws_vpc_cni_checkpoint", "/var/run/aws-node/ipam.json", _path_or_off,
+             "aws only (and sim): aws-vpc-cni's checkpoint, adopted at a start that finds no checkpoint of "
+             "ours (docs/adoption-aws-vpc-cni.md), then renamed to *.adopted-by-cloud-cni; or off."),
+    Variable("AWS_VPC_CNI_VETH_PREFIX", "aws_vpc_cni_veth_prefix", "eni", _aws_veth_prefix,
+             "The host veth prefix aws-node had (its AWS_VPC_K8S_CNI_VETHPREFIX) for the adopted pods' "
+             "veths, which the linux datapath renames to `VETH_PREFIX` names."),
     Variable("EXTERNAL_SNAT", "external_snat", "false", _bool,
              "true = no SNAT here (a NAT gateway does it; windows: no OutBoundNAT policy); pods egress by "
              "their interface."),
@@ -712,6 +747,10 @@ ALIASES: tuple[Alias, ...] = (
     Alias("DISABLE_INTROSPECTION", "INTROSPECTION_BIND", _disable_switch("off"),
           "`true`: `off` (with `INTROSPECTION_BIND_ADDRESS` also set: refused as a contradiction, where "
           "aws-node ignores the address); `false`: nothing asked."),
+    Alias("AWS_VPC_K8S_CNI_BACKING_STORE", "AWS_VPC_CNI_CHECKPOINT", _as_is,
+          "the same path: the aws-node checkpoint adopted at the switch "
+          "([adoption](adoption-aws-vpc-cni.md)); cloud-cni keeps its own at `CHECKPOINT_PATH` and never "
+          "writes aws-node's, only renames it once adopted."),
     Alias("DISABLE_LEAKED_ENI_CLEANUP", "LEAKED_ENI_CLEANUP_INTERVAL", _disable_switch("0"),
           "`true`: `0` (no periodic sweep; the start-up sweep of this node's own interfaces still runs); "
           "`false`: nothing asked."),
@@ -780,9 +819,6 @@ AWS_NODE_ONLY: tuple[AwsNodeOnly, ...] = (
     AwsNodeOnly("ANNOTATE_POD_IP", _go_bool, ("false",), ("true",),
                 "pods are not annotated with vpc.amazonaws.com/pod-ips (Calico reads it to learn a pod's "
                 "address sooner, and falls back to status.podIP).", _BOOLS),
-    AwsNodeOnly("AWS_VPC_K8S_CNI_BACKING_STORE", _as_is, (), None,
-                "aws-node's checkpoint file. cloud-cni keeps its own, in its own format, at "
-                "`CHECKPOINT_PATH`, and never writes aws-node's."),
     AwsNodeOnly("HTTP_TIMEOUT", _as_is, (), None,
                 "cloud-cni's EC2 client waits 10 s to connect and 10 s per read (aws-node's default) and "
                 "retries with its own backoff."),
@@ -981,6 +1017,9 @@ class Settings:
     leaked_eni_cleanup_interval: float = 3600.0
     pod_mtu: int | None = None
     veth_prefix: str = "ccni"
+    cni_network_name: str = "cloud-cni"
+    aws_vpc_cni_checkpoint: str | None = None
+    aws_vpc_cni_veth_prefix: str = "eni"
     external_snat: bool = False
     exclude_snat_cidrs: tuple[str, ...] = ()
     snat_backend: str = "auto"

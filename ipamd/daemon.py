@@ -6,8 +6,9 @@ Start-up (nothing is served before the pool state is known to be safe):
      (a directory the daemon creates is 0700; an existing one is checked, never chmod-ed);
   3. provider, instance limits; checkpoint load (current, else previous generation + quarantine,
      else quarantine all);
-  4. the cloud's view of the interfaces -> datastore; checkpoint restored on top; the reconciled
-     state is made durable before the first request; the DEL spool drained;
+  4. the cloud's view of the interfaces -> datastore; checkpoint restored on top (with none of ours,
+     aws-vpc-cni's adopted instead: ``ipamd.adoption``); the reconciled state is made durable, then
+     the datapath starts; the DEL spool drained;
   5. metrics and introspection listen, then the gRPC socket; the long-lived tasks (pool manager,
      leak sweep, DEL spool drain) each run under ``supervise``.
 A start that fails releases what it took (HTTP servers, socket file, checkpoint lock) and ends
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ipamd import checkpoint, leaks, spool
+from ipamd import adoption, checkpoint, leaks, spool
 from ipamd import events as ev
 from ipamd.cloud.base import CloudProvider
 from ipamd.cloud.factory import make_provider
@@ -44,6 +45,7 @@ from ipamd.errors import CheckpointError, CloudCniError, ConfigError
 from ipamd.k8s import integration as k8s
 from ipamd.manager import PoolManager
 from ipamd.metrics import LoopReader, Metrics
+from ipamd.migrate.awsvpc import AwsCheckpointError
 from ipamd.pool.adaptive import DemandTracker
 from ipamd.pool.datastore import Datastore
 from ipamd.rpc.server import RpcServer
@@ -72,6 +74,7 @@ def make_datapath(settings: Settings, metrics: Metrics | None = None) -> Datapat
         exclude_snat_cidrs=settings.exclude_snat_cidrs,
         snat_backend=settings.snat_backend,
         link_timeout=settings.interface_link_timeout,
+        legacy_veth_prefix=settings.aws_vpc_cni_veth_prefix,
     )
 
 
@@ -281,6 +284,7 @@ class Daemon:
         self.serving = False
         self.kube: k8s.KubeIntegration | None = None
         self.enforcer: Enforcer | None = None
+        self.adopted: adoption.Adopted | None = None  # aws-vpc-cni's node taken over at this start
 
     def _kubernetes(self) -> tuple[k8s.KubeIntegration | None, ev.NodeReporter]:
         """The integration (None when off) and the reporter everything else reports through.
@@ -439,7 +443,11 @@ class Daemon:
             log.warning("startup_leak_sweep_failed", error=str(exc), kind=type(exc).__name__)
         views = await asyncio.to_thread(caller.call, "list_interfaces", provider.list_interfaces)
         sync = store.sync_interfaces(views, now=self.clock())
-        report = store.restore(loaded.snapshot, now=self.clock())
+        adopted = await self._adopt(loaded.source, store)
+        snapshot = loaded.snapshot if adopted is None else adopted.adoption.snapshot
+        report = store.restore(snapshot, now=self.clock())
+        if adopted is not None:
+            _log_adoption(adopted, orphaned=len(report.orphaned))
         quarantined = 0
         if loaded.needs_quarantine:
             quarantined = store.quarantine_unassigned(now=self.clock())
@@ -469,7 +477,8 @@ class Daemon:
             cooling=report.cooling,
             quarantined=quarantined,
         )
-        await datapath.start(store.interfaces, tuple(provider.network_cidrs), store.assignments())
+        # Durable before the datapath touches anything: a crash after an adopted pod's veth was
+        # renamed then finds our checkpoint, never aws-node's file a second time.
         committer = checkpoint.GroupCommitter(
             path,
             store.snapshot,
@@ -479,6 +488,9 @@ class Daemon:
         )
         held.push_async_exit(_closing(committer))
         await committer.commit()
+        if adopted is not None:
+            self.adopted = adopted = await self._set_aside(adopted)
+        await datapath.start(store.interfaces, tuple(provider.network_cidrs), store.assignments())
 
         manager = PoolManager(
             store=store,
@@ -533,7 +545,9 @@ class Daemon:
         if (introspection_bind := s.introspection_bind) is not None:
             from ipamd import introspection
 
-            routes = introspection_routes(service, manager, s, reader, kube, enforcer=self.enforcer)
+            routes = introspection_routes(
+                service, manager, s, reader, kube, enforcer=self.enforcer, adopted=self.adopted
+            )
             healthy = functools.partial(self.healthy, reader)
             serve = functools.partial(introspection.serve, introspection_bind, routes, healthy)
             held.callback(_listen("INTROSPECTION_BIND", introspection_bind, serve))
@@ -590,6 +604,37 @@ class Daemon:
                 gave_up = gave_up or result
         return gave_up
 
+    async def _adopt(self, source: str, store: Datastore) -> adoption.Adopted | None:
+        """aws-vpc-cni's checkpoint keyed as ours, when this start adopts one
+        (docs/adoption-aws-vpc-cni.md)."""
+        s = self.settings
+        legacy = adoption.path_to_adopt(s, source)
+        if legacy is None:
+            return None
+        try:
+            adopted = await adoption.take_over(
+                legacy,
+                store.interfaces(),
+                network=s.cni_network_name,
+                cool_until=self.clock() + s.ip_cooldown_period,
+                wired=s.datapath == "linux",
+            )
+        except AwsCheckpointError as exc:
+            raise StartFailed(f"AWS_VPC_CNI_CHECKPOINT: {exc}") from None
+        if adopted is None:
+            log.info("aws_vpc_cni_checkpoint_absent", path=str(legacy))
+        self.adopted = adopted
+        return adopted
+
+    async def _set_aside(self, adopted: adoption.Adopted) -> adoption.Adopted:
+        try:
+            adopted = await adoption.set_aside(adopted)
+        except OSError as exc:  # our checkpoint exists now: a later start does not adopt again anyway
+            log.error("aws_vpc_cni_checkpoint_not_renamed", path=str(adopted.path), error=str(exc))
+            return adopted
+        log.info("aws_vpc_cni_checkpoint_renamed", path=str(adopted.path), to=str(adopted.renamed_to))
+        return adopted
+
     async def _make_provider(self) -> CloudProvider:
         s = self.settings
         try:
@@ -602,6 +647,20 @@ class Daemon:
             raise _path_failure(
                 "SIM_STATE_PATH", state, "cannot write the sim cloud's state there", exc
             ) from None
+
+
+def _log_adoption(adopted: adoption.Adopted, *, orphaned: int) -> None:
+    a = adopted.adoption
+    log.warning(
+        "aws_vpc_cni_adopted",
+        path=str(adopted.path),
+        pods=len(a.pods),
+        held=len(a.held),
+        orphaned=orphaned,
+        gone=len(a.gone),
+    )
+    for note in a.notes:
+        log.warning("aws_vpc_cni_adoption_note", note=note)
 
 
 def _closing(
@@ -667,6 +726,7 @@ def introspection_routes(
     kube: k8s.KubeIntegration | None = None,
     *,
     enforcer: Enforcer | None = None,
+    adopted: adoption.Adopted | None = None,
 ) -> dict[str, Callable[[], Any]]:
     store = service.store
 
@@ -728,6 +788,7 @@ def introspection_routes(
         "/v1/config": settings.public,
         "/v1/k8s": lambda: reader.read(kubernetes),
         "/v1/policy": lambda: enforcer.public() if enforcer is not None else {"enabled": False},
+        "/v1/adoption": lambda: adopted.public() if adopted is not None else {"adopted": False},
     }
 
 

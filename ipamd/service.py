@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import structlog
@@ -290,6 +290,8 @@ class IpamService:
             raise errors.AllocationNotFound(
                 f"prevResult lists {', '.join(listed)} but the daemon assigned {assignment.ip}"
             )
+        if not assignment.netns and call.netns:  # adopted from aws-vpc-cni, which records no netns
+            assignment = replace(assignment, netns=call.netns)
         await self.datapath.check_pod(assignment)
 
     async def gc(self, network: str, valid: Collection[tuple[str, str]]) -> int:

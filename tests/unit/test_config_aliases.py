@@ -85,6 +85,20 @@ TRANSLATIONS: list[tuple[str, str, str, object, str]] = [
     ("DISABLE_INTROSPECTION", "T", "introspection_bind", None, "applied"),
     ("DISABLE_INTROSPECTION", "false", "introspection_bind", "127.0.0.1:61679", "default"),
     ("DISABLE_LEAKED_ENI_CLEANUP", "true", "leaked_eni_cleanup_interval", 0.0, "applied"),
+    (
+        "AWS_VPC_K8S_CNI_BACKING_STORE",
+        "/var/run/aws-node/ipam.json",
+        "aws_vpc_cni_checkpoint",
+        "/var/run/aws-node/ipam.json",
+        "applied",
+    ),
+    (
+        "AWS_VPC_K8S_CNI_BACKING_STORE",
+        " /host/run/ipam.json ",
+        "aws_vpc_cni_checkpoint",
+        "/host/run/ipam.json",
+        "applied",
+    ),
     ("DISABLE_LEAKED_ENI_CLEANUP", "0", "leaked_eni_cleanup_interval", 3600.0, "default"),
 ]
 
@@ -115,6 +129,7 @@ SAME_MEANING: list[tuple[str, str, str, str, object]] = [
     ("INTROSPECTION_BIND_ADDRESS", ":61679", "INTROSPECTION_BIND", "0.0.0.0:61679", "0.0.0.0:61679"),
     ("DISABLE_INTROSPECTION", "1", "INTROSPECTION_BIND", "OFF", None),
     ("DISABLE_LEAKED_ENI_CLEANUP", "true", "LEAKED_ENI_CLEANUP_INTERVAL", "0", 0.0),
+    ("AWS_VPC_K8S_CNI_BACKING_STORE", "/run/a.json", "AWS_VPC_CNI_CHECKPOINT", " /run/a.json", "/run/a.json"),
 ]  # fmt: skip
 
 DIFFERENT_MEANING: list[tuple[str, str, str, str]] = [
@@ -125,6 +140,7 @@ DIFFERENT_MEANING: list[tuple[str, str, str, str]] = [
     ("INTROSPECTION_BIND_ADDRESS", "127.0.0.1:7000", "INTROSPECTION_BIND", "127.0.0.1:61679"),
     ("DISABLE_INTROSPECTION", "true", "INTROSPECTION_BIND", "127.0.0.1:61679"),
     ("DISABLE_LEAKED_ENI_CLEANUP", "true", "LEAKED_ENI_CLEANUP_INTERVAL", "600"),
+    ("AWS_VPC_K8S_CNI_BACKING_STORE", "/run/a.json", "AWS_VPC_CNI_CHECKPOINT", "off"),
 ]
 
 FALLBACK_CASES: list[tuple[str, str, str, str, object]] = [
@@ -232,6 +248,7 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("INTROSPECTION_BIND_ADDRESS", "example.com:80", "IP address or localhost"),
     ("DISABLE_INTROSPECTION", "2", "true or false"),
     ("DISABLE_LEAKED_ENI_CLEANUP", "yes please", "true or false"),
+    ("AWS_VPC_K8S_CNI_BACKING_STORE", "ipam.json", "an absolute path"),
 ]
 
 
@@ -359,7 +376,6 @@ DECISIONS: list[tuple[str, str, str]] = [
     ("ENABLE_SUBNET_DISCOVERY", "false", "inert"),
     ("ANNOTATE_POD_IP", "false", "inert"),
     ("ANNOTATE_POD_IP", "true", "ignored"),
-    ("AWS_VPC_K8S_CNI_BACKING_STORE", "/var/run/aws-node/ipam.json", "ignored"),
     ("HTTP_TIMEOUT", "10", "ignored"),
     ("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG", "ignored"),
     ("AWS_VPC_K8S_CNI_LOG_FILE", "/host/var/log/aws-routed-eni/ipamd.log", "ignored"),

@@ -376,6 +376,42 @@ def test_check(
     asyncio.run(scenario())
 
 
+class CheckedNetns(NoDatapath):
+    """Records the netns each CHECK is asked to inspect; a CHECK with none fails as the real one does."""
+
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+
+    async def check_pod(self, assignment: Any) -> None:
+        if not assignment.netns:
+            raise DatapathError("CNI_NETNS is empty")
+        self.checked.append(assignment.netns)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "expected"),
+    [
+        pytest.param("", "/var/run/netns/c1", id="adopted-no-netns-uses-the-calls"),
+        pytest.param("/var/run/netns/own", "/var/run/netns/own", id="recorded-netns-wins"),
+    ],
+)
+def test_check_of_an_assignment_without_netns_uses_the_calls(
+    tmp_path: Path, recorded: str, expected: str
+) -> None:
+    """aws-vpc-cni records no netns: an adopted pod's CHECK inspects the netns the runtime passes."""
+    wiring = CheckedNetns()
+    s = serve(tmp_path, targets=WarmPoolTargets(warm_ip=2), datapath=wiring)
+
+    async def scenario() -> None:
+        await settle(s.node)
+        s.node.store.assign(key("c1"), POD, netns=recorded, now=s.node.clock())
+        await s.service.check(call("c1"), None)
+
+    asyncio.run(scenario())
+    assert wiring.checked == [expected]
+    assert s.node.store.get(key("c1")).netns == recorded  # type: ignore[union-attr]
+
+
 # --- GC ----------------------------------------------------------------------------------------
 
 

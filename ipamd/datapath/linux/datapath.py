@@ -8,8 +8,9 @@ Life cycle:
 
 * ``start`` (daemon start, before any CNI call is served): ip_forward, rp_filter, the primary
   interface's MTU as the pod MTU unless POD_MTU, every secondary interface set up, SNAT (nftables
-  or iptables) and its fwmark rule, and the host-side leftovers no assignment owns removed (veths
-  named like ours, pod rules, interface rules of interfaces no longer held).
+  or iptables) and its fwmark rule, the host veths of pods adopted from aws-vpc-cni renamed to ours,
+  and the host-side leftovers no assignment owns removed (veths named like ours, pod rules,
+  interface rules of interfaces no longer held).
 * ``sync_interfaces`` (after the pool attached, detached or reconciled interfaces): new secondary
   interfaces set up (waiting up to ``link_timeout`` for the link to appear, as a hot-plugged NIC
   does), the rules and table of removed ones torn down. ``add_pod`` also sets up its interface first
@@ -33,6 +34,7 @@ import structlog
 from ipamd.datapath.base import NO_DNS, PodDns, PodWiring, SweepGate
 from ipamd.datapath.linux import netlink
 from ipamd.errors import DatapathError, InterfaceExists
+from ipamd.migrate import awsvpc
 from ipamd.pool.model import Assignment, AttachmentKey, InterfaceId, InterfaceView
 
 T = TypeVar("T")
@@ -71,8 +73,10 @@ class LinuxDatapath:
         snat_backend: str = "auto",
         link_timeout: float = 10.0,
         workers: int = 4,
+        legacy_veth_prefix: str = awsvpc.DEFAULT_VETH_PREFIX,
     ) -> None:
         self.veth_prefix = veth_prefix
+        self.legacy_veth_prefix = legacy_veth_prefix  # aws-node's, for the pods adopted from it
         self.pod_mtu = pod_mtu
         self.external_snat = external_snat
         self.exclude_snat_cidrs = tuple(exclude_snat_cidrs)
@@ -111,6 +115,7 @@ class LinuxDatapath:
         await self._run(netlink.set_sysctl, "net/ipv4/ip_forward", "1")
         await self._run(netlink.set_sysctl, f"net/ipv4/conf/{primary_link}/rp_filter", "2")
         await self._apply_snat(primary.primary_ip, network_cidrs)
+        await self._take_over_adopted(assignments)  # before the sweep: their veths are ours after it
         await self.remove_leftovers(lambda: assignments, lambda: current)
         await self.sync_interfaces(current)
         log.info(
@@ -120,6 +125,48 @@ class LinuxDatapath:
             snat="external" if self.external_snat else getattr(self.snat, "backend", "off"),
             network_cidrs=list(network_cidrs),
         )
+
+    async def _take_over_adopted(self, assignments: Sequence[Assignment]) -> None:
+        """Rename the host veths of pods adopted from aws-vpc-cni to ours (docs/adoption-aws-vpc-cni.md).
+
+        Adopted assignments are those with no netns (aws-vpc-cni records none; every ADD of ours
+        does). At every start, idempotent: a pod whose veth has our name already is left alone.
+        aws-vpc-cni's veth is the device of the pod's ``<ip>/32`` route, which must be the name
+        aws-vpc-cni gives that pod (``legacy_veth_prefix`` + sha1("<ns>.<pod>")); with no route, a
+        link of that name. A pod found by neither is left for its DEL; one that fails is logged and
+        left as it is (its CHECK then fails): the start goes on for the others."""
+        adopted = [a for a in assignments if not a.netns]
+        if not adopted:
+            return
+        routes = await self._run(netlink.pod_routes)
+        for assignment in adopted:
+            ours = host_veth_name(self.veth_prefix, assignment.key)
+            if await self._run(netlink.link_exists, ours):
+                continue
+            pod = assignment.pod
+            legacy = (
+                awsvpc.legacy_veth_name(pod.namespace, pod.name, prefix=self.legacy_veth_prefix)
+                if pod.namespace and pod.name
+                else ""
+            )
+            device = routes.get(assignment.ip)
+            if device is None and legacy and await self._run(netlink.link_exists, legacy):
+                device = legacy
+            plog = log.bind(ip=assignment.ip, container_id=assignment.key.container_id, veth=ours)
+            if device is None:
+                plog.warning("adopted_pod_veth_missing", expected=legacy or None)
+                continue
+            # a row naming no pod (an older aws-vpc-cni): the route alone finds it, on a veth of aws-node's
+            if not (device == legacy if legacy else device.startswith(self.legacy_veth_prefix)):
+                expected = legacy or f"{self.legacy_veth_prefix}*"
+                plog.error("adopted_pod_route_elsewhere", device=device, expected=expected)
+                continue
+            try:
+                await self._run(netlink.rename_veth, device, ours, assignment.ip)
+            except DatapathError as exc:
+                plog.error("adopted_pod_veth_not_renamed", device=device, error=str(exc))
+                continue
+            plog.info("adopted_pod_veth_renamed", device=device)
 
     async def _apply_snat(self, primary_ip: str, network_cidrs: Sequence[str]) -> None:
         from ipamd.datapath.linux.snat import Snat, SnatConfig, SnatError

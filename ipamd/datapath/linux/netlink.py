@@ -374,6 +374,42 @@ def pod_rule_ips() -> set[str]:
     return found
 
 
+# --- pods aws-vpc-cni wired (docs/adoption-aws-vpc-cni.md) ------------------------------------------
+
+
+def link_exists(name: str) -> bool:
+    return _index_or_none(name) is not None
+
+
+def pod_routes() -> dict[str, str]:
+    """``<ip>`` -> the device of each ``<ip>/32 scope link`` route in main: where the node sends a
+    pod's traffic, whoever wired the pod (aws-vpc-cni's routes are ours)."""
+    with _hosted() as ipr:
+        names = {link.get("index"): str(link.get("ifname")) for link in ipr.get_links()}
+        found: dict[str, str] = {}
+        for route in ipr.get_routes(family=AF_INET, table=MAIN):
+            oif, dst = route.get("oif"), route.get("dst")
+            if route.get("dst_len") == 32 and route.get("scope") == SCOPE_LINK and dst and oif in names:
+                found[str(dst)] = names[oif]
+    return found
+
+
+def rename_veth(old: str, new: str, ip: str) -> None:
+    """Make aws-vpc-cni's host veth ``old`` ours: down (a link must be down to be renamed), renamed
+    ``new``, up, and ``<ip>/32 dev <new> scope link`` back in main (going down dropped it). The veth
+    keeps its MAC, so the pod's permanent neighbour entry for 169.254.1.1 stays valid; the pod's
+    rules (512, 1536) do not name the link and stay as they are."""
+    try:
+        with _hosted() as ipr:
+            index = _index(old)
+            ipr.link("set", index=index, state="down")
+            ipr.link("set", index=index, ifname=new)
+            ipr.link("set", index=index, state="up")
+            ipr.route("replace", dst=ip, dst_len=32, oif=index, scope=SCOPE_LINK, table=MAIN)
+    except NetlinkError as exc:
+        raise _error(f"take over {old} as {new}", exc) from None
+
+
 # --- the node ------------------------------------------------------------------------------------
 
 

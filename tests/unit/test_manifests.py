@@ -455,6 +455,24 @@ def test_the_socket_and_state_are_on_host_paths_the_plugin_finds(overlay: Overla
     assert s.ipamd_socket == VAR_BY_NAME["IPAMD_SOCKET"].default == shim.cni.DEFAULT_IPAMD_SOCKET
 
 
+def test_on_aws_the_daemon_can_adopt_and_set_aside_aws_vpc_cnis_checkpoint() -> None:
+    """An in-place switch from aws-vpc-cni: AWS_VPC_CNI_CHECKPOINT's directory is the node's, writable
+    (the adopted file is renamed); elsewhere it is not mounted."""
+    for overlay in OVERLAYS:
+        if overlay.linux is not None:
+            continue
+        ds, s = daemonset(overlay), settings(overlay)
+        volumes = {v["name"]: v for v in pod_spec(ds)["volumes"]}
+        assert s.aws_vpc_cni_checkpoint is not None
+        parent = str(PurePosixPath(s.aws_vpc_cni_checkpoint).parent)
+        mounts = [m for m in container(ds, "ipamd")["volumeMounts"] if m["mountPath"] == parent]
+        if overlay.cloud != "aws":
+            assert mounts == [], f"{overlay.name}: {parent} mounted where nothing is adopted"
+            continue
+        assert len(mounts) == 1, f"{overlay.name}: {parent} is not mounted in ipamd"
+        assert volumes[mounts[0]["name"]]["hostPath"]["path"] == parent and not mounts[0].get("readOnly")
+
+
 @pytest.mark.parametrize("overlay", EACH)
 def test_the_plugin_parses_the_conflist_and_finds_the_daemon(
     overlay: Overlay, monkeypatch: pytest.MonkeyPatch

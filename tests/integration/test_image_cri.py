@@ -1,0 +1,445 @@
+"""The node image run as a node runs it: the DaemonSet's pod under the real containerd, through CRI.
+
+deploy/base/daemonset.yaml is read here (PyYAML) and turned into CRI calls as a kubelet would: one
+sandbox in the host network (the simulated VPC's node netns, where the test's containerd runs), the
+init containers in order (node-init privileged, install-cni as root with every capability dropped
+and a read-only root), then the ipamd container with the manifest's mounts, env and security
+context. Each hostPath is a directory of the test standing for the node's: the CNI bin and conf
+dirs are the ones the test's containerd execs plugins from and loads its network from, so the
+application pods run on the plugin and conflist install-cni wrote. Node paths named elsewhere (the
+ConfigMap's conflist: ipamdSocket, logFile; install-cni's --host-runtime-dir) are mapped with the same
+table. One mount differs from the manifest: /var/run/netns stands for containerd's netns directory
+(under its state dir, made a shared mount as /var/run/netns is on a node) and is mounted in the
+container at that same path, because the daemon opens the path CNI_NETNS names (on a node, both are
+/var/run/netns). Not passed: the pod's seccomp profile (RuntimeDefault) and the resources.
+
+The image is build/cloud-cni-image.tar (`./dev image`); a missing archive fails the test, it
+never skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import subprocess
+import sys
+import time
+import tomllib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fakes import cri
+from tests.fakes.containerd import Containerd, Pod
+from tests.fakes.vpc import VPC_CIDR, VPC_PEER, EchoServer, Vpc, netns_urlopen, read_sysctl, vpc_topology
+
+from .conftest import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+pytest_plugins = ["tests.fakes.containerd"]  # pause_image
+
+ARCHIVE = ROOT / "build" / "cloud-cni-image.tar"
+MANIFEST = ROOT / "deploy" / "base" / "daemonset.yaml"
+CONFIGMAPS = ROOT / "deploy" / "base" / "configmap.yaml"
+NODE_NETNS_DIR = "/var/run/netns"
+NODE_NAME = "node-1"
+HEALTHZ = "http://127.0.0.1:61679/healthz"  # the manifest's probe, in the node netns
+TCP_CLIENT = (
+    "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5);"
+    "s.sendall(b'ping\\n'); print(s.recv(200).decode())"
+)
+
+
+def image_name() -> str:
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        return f"docker.io/library/cloud-cni:{tomllib.load(f)['project']['version']}"
+
+
+def pod_spec() -> dict[str, Any]:
+    return dict(yaml.safe_load(MANIFEST.read_text())["spec"]["template"]["spec"])
+
+
+def configmaps() -> dict[str, dict[str, str]]:
+    return {d["metadata"]["name"]: d["data"] for d in yaml.safe_load_all(CONFIGMAPS.read_text())}
+
+
+def security_context(container: dict[str, Any]) -> dict[str, Any]:
+    """A container's securityContext as kubelet hands it to CRI (host network, pid and ipc: the
+    pod's hostNetwork)."""
+    sc = container.get("securityContext", {})
+    out: dict[str, Any] = {
+        "privileged": bool(sc.get("privileged", False)),
+        "readonly_rootfs": bool(sc.get("readOnlyRootFilesystem", False)),
+        "namespace_options": {"network": "NODE", "pid": "CONTAINER", "ipc": "POD"},
+        "capabilities": {
+            "add_capabilities": sc.get("capabilities", {}).get("add", []),
+            "drop_capabilities": sc.get("capabilities", {}).get("drop", []),
+        },
+    }
+    if "runAsUser" in sc:
+        out["run_as_user"] = {"value": sc["runAsUser"]}
+    if sc.get("allowPrivilegeEscalation") is False:
+        out["no_new_privs"] = True
+    return out
+
+
+@dataclass
+class NodeDirs:
+    """The test's directories standing for the node's hostPaths, by the node path they stand for."""
+
+    by_node_path: dict[str, Path]
+
+    def host(self, node_path: str) -> str:
+        """The test's path for a node path (itself, or under, a mapped one); else unchanged."""
+        for prefix, dir in sorted(self.by_node_path.items(), key=lambda kv: -len(kv[0])):
+            if node_path == prefix or node_path.startswith(prefix + "/"):
+                return str(dir) + node_path[len(prefix) :]
+        return node_path
+
+
+class DaemonSetPod:
+    """The DaemonSet's pod on the test's node: sandbox, init containers, the ipamd container."""
+
+    def __init__(self, runtime: Containerd, dirs: NodeDirs, work: Path, env: dict[str, str]) -> None:
+        self.runtime, self.dirs, self.work, self.extra_env = runtime, dirs, work, env
+        self.spec = pod_spec()
+        self.logs = work / "pod-logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.sandbox_config: dict[str, Any] = {}
+        self.sandbox_id = ""
+        self.ipamd_id = ""
+        self.image = image_name()
+
+    def volumes(self) -> dict[str, str]:
+        """Volume name -> the test's directory (hostPath mapped; emptyDir and ConfigMaps made here)."""
+        out = {}
+        for v in self.spec["volumes"]:
+            name = v["name"]
+            if "hostPath" in v:
+                path = Path(self.dirs.host(v["hostPath"]["path"]))
+            elif "configMap" in v:
+                path = self.work / "configmaps" / name
+                path.mkdir(parents=True, exist_ok=True)
+                for key, text in configmaps()[v["configMap"]["name"]].items():
+                    value = text
+                    if key.endswith(".conflist"):  # node paths inside, mapped as the hostPaths are
+                        conf = json.loads(value)
+                        for plugin in conf["plugins"]:
+                            for field in ("ipamdSocket", "logFile"):
+                                if field in plugin:
+                                    plugin[field] = self.dirs.host(plugin[field])
+                        value = json.dumps(conf, indent=2)
+                    (path / key).write_text(value)
+            else:  # emptyDir
+                path = self.work / "emptydir" / f"{name}-{secrets.token_hex(2)}"
+            path.mkdir(parents=True, exist_ok=True)
+            out[name] = str(path)
+        return out
+
+    def run_sandbox(self) -> None:
+        # kubelet makes the sandbox privileged when any of the pod's containers is (node-init).
+        containers = self.spec["initContainers"] + self.spec["containers"]
+        privileged = any(c.get("securityContext", {}).get("privileged") for c in containers)
+        self.sandbox_config = {
+            "metadata": {"name": "cloud-cni-node", "uid": str(uuid.uuid4()), "namespace": "kube-system"},
+            "log_directory": str(self.logs),
+            "linux": {
+                "cgroup_parent": self.runtime.cgroup_parent,
+                "security_context": {
+                    "namespace_options": {"network": "NODE", "pid": "POD", "ipc": "POD"},
+                    "privileged": privileged,
+                },
+            },
+        }
+        reply = self.runtime.cri.call("RunPodSandbox", {"config": self.sandbox_config}, timeout=60)
+        self.sandbox_id = reply["pod_sandbox_id"]
+
+    def container_config(self, container: dict[str, Any], attempt: int = 0) -> dict[str, Any]:
+        volumes = self.volumes()
+        mounts = []
+        for m in container.get("volumeMounts", []):
+            propagation = {"HostToContainer": "PROPAGATION_HOST_TO_CONTAINER"}.get(
+                m.get("mountPropagation", ""), "PROPAGATION_PRIVATE"
+            )
+            # The pods' netns: the daemon opens the path CNI_NETNS names, the node's path, which is the
+            # container's too on a node (/var/run/netns both sides); here the node's path is the test's.
+            container_path = m["mountPath"]
+            if container_path == NODE_NETNS_DIR:
+                container_path = self.dirs.host(container_path)
+            mounts.append(
+                {
+                    "container_path": container_path,
+                    "host_path": volumes[m["name"]],
+                    "readonly": bool(m.get("readOnly", False)),
+                    "propagation": propagation,
+                }
+            )
+        env: dict[str, str] = {}
+        for ref in container.get("envFrom", []):
+            env.update(configmaps()[ref["configMapRef"]["name"]])
+        for e in container.get("env", []):
+            if "value" not in e:  # the downward API: only spec.nodeName is used
+                assert e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName", e
+            env[e["name"]] = e.get("value", NODE_NAME)
+        env.update(self.extra_env)
+        # Only install-cni's --host-runtime-dir is a node path (the others are the container's /host).
+        args = [self.dirs.host(a) for a in container.get("args", [])]
+        return {
+            "metadata": {"name": container["name"], "attempt": attempt},
+            "image": {"image": self.image},
+            "command": container["command"],
+            "args": args,
+            "envs": [{"key": k, "value": v} for k, v in env.items()],
+            "mounts": mounts,
+            "log_path": f"{container['name']}-{attempt}.log",
+            "linux": {"security_context": security_context(container)},
+        }
+
+    def start(self, container: dict[str, Any], attempt: int = 0) -> str:
+        config = self.container_config(container, attempt)
+        reply = self.runtime.cri.call(
+            "CreateContainer",
+            {"pod_sandbox_id": self.sandbox_id, "config": config, "sandbox_config": self.sandbox_config},
+            timeout=60,
+        )
+        cid = str(reply["container_id"])
+        self.runtime.cri.call("StartContainer", {"container_id": cid}, timeout=60)
+        return cid
+
+    def status(self, cid: str) -> dict[str, Any]:
+        return dict(self.runtime.cri.call("ContainerStatus", {"container_id": cid})["status"])
+
+    def log(self, name: str, attempt: int = 0) -> str:
+        path = self.logs / f"{name}-{attempt}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def run_init_containers(self) -> list[tuple[str, int]]:
+        done = []
+        for container in self.spec["initContainers"]:
+            cid = self.start(container)
+            deadline = time.monotonic() + 60
+            while (status := self.status(cid))["state"] != "CONTAINER_EXITED":
+                assert time.monotonic() < deadline, f"{container['name']} still running"
+                time.sleep(0.05)
+            assert status["exit_code"] == 0, f"{container['name']}: {self.log(container['name'])}"
+            self.runtime.cri.call("RemoveContainer", {"container_id": cid})
+            done.append((container["name"], status["exit_code"]))
+        return done
+
+    def start_ipamd(self, attempt: int = 0) -> str:
+        [ipamd] = [c for c in self.spec["containers"] if c["name"] == "ipamd"]
+        self.ipamd_id = self.start(ipamd, attempt)
+        return self.ipamd_id
+
+    def stop_ipamd(self) -> None:
+        grace = int(self.spec["terminationGracePeriodSeconds"])
+        self.runtime.cri.call("StopContainer", {"container_id": self.ipamd_id, "timeout": grace}, timeout=60)
+        self.runtime.cri.call("RemoveContainer", {"container_id": self.ipamd_id})
+
+
+def healthz(node_netns: str) -> int:
+    try:
+        with netns_urlopen(node_netns, HEALTHZ, timeout=1) as r:
+            return int(r.status)
+    except OSError:
+        return 0
+
+
+def get(node_netns: str, path: str) -> Any:
+    with netns_urlopen(node_netns, "http://127.0.0.1:61679" + path, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def wait_healthy(pod: DaemonSetPod, node_netns: str, timeout: float = 60.0) -> float:
+    start = time.monotonic()
+    while healthz(node_netns) != 200:
+        status = pod.status(pod.ipamd_id)
+        assert status["state"] == "CONTAINER_RUNNING", f"ipamd: {status}\n{pod.log('ipamd')[-3000:]}"
+        assert time.monotonic() - start < timeout, pod.log("ipamd")[-3000:]
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+@dataclass
+class Node:
+    vpc: Vpc
+    runtime: Containerd
+    dirs: NodeDirs
+    pod: DaemonSetPod
+
+
+@contextlib.contextmanager
+def image_node(work: Path, pause_image: Path) -> Iterator[Node]:
+    """The simulated VPC's node with the test's containerd (pods' netns in /var/run/netns), the
+    image imported, and the DaemonSet's pod's sandbox made; nothing started in it yet."""
+    assert ARCHIVE.exists(), f"{ARCHIVE} missing: run ./dev image"
+    run_dir = work / "node" / "var-run-cloud-cni"
+    run_dir.mkdir(parents=True)
+    with vpc_topology(run_dir / "sim-state.json", instance_type="m5.large") as vpc:
+        runtime = Containerd(work / f"ctrd-{secrets.token_hex(2)}", vpc.node, image_archive=pause_image)
+        pod: DaemonSetPod | None = None
+        netns_dir: Path | None = None
+        try:
+            # The pods' netns mounts, made a shared mount of their own as /var/run/netns is on a node
+            # (HostToContainer needs it); containerd.stop() unmounts it with the rest.
+            netns_dir = runtime.state / "io.containerd.grpc.v1.cri" / "netns"
+            netns_dir.mkdir(parents=True)
+            subprocess.run(["mount", "--bind", str(netns_dir), str(netns_dir)], check=True)
+            subprocess.run(["mount", "--make-shared", str(netns_dir)], check=True)
+            runtime.start()
+            runtime.ctr("images", "import", "--snapshotter", runtime.snapshotter, str(ARCHIVE))
+            runtime._wait(
+                lambda: runtime.cri.call("ImageStatus", {"image": {"image": image_name()}}).get("image")
+            )
+            runtime.install_plugins("portmap")  # the conflist's second plugin; a node has it
+            dirs = NodeDirs(
+                {
+                    "/var/run/cloud-cni": run_dir,
+                    "/var/run/netns": netns_dir,
+                    "/opt/cni/bin": runtime.bin_dir,
+                    "/etc/cni/net.d": runtime.conf_dir,
+                    "/opt/cni/cloud-cni": work / "node" / "opt-cni-cloud-cni",
+                    "/var/log/cloud-cni": work / "node" / "var-log-cloud-cni",
+                }
+            )
+            env = {
+                "CLOUD_PROVIDER": "sim",
+                "DATAPATH": "linux",
+                "NODE_NAME": NODE_NAME,
+                "KUBERNETES_INTEGRATION": "off",
+                "SIM_INSTANCE_TYPE": vpc.instance_type,
+                "SIM_SUBNET_CIDR": vpc.subnet,
+                "SIM_VPC_CIDR": VPC_CIDR,
+                "SIM_STATE_PATH": "/var/run/cloud-cni/sim-state.json",
+                "SIM_API_LATENCY": "0.01",
+                "MINIMUM_IP_TARGET": "6",
+                "WARM_IP_TARGET": "1",
+            }
+            pod = DaemonSetPod(runtime, dirs, work, env)
+            pod.run_sandbox()
+            yield Node(vpc, runtime, dirs, pod)
+        finally:
+            if pod is not None and pod.sandbox_id:  # as kubelet does when the pod is deleted
+                with contextlib.suppress(cri.CriError):
+                    runtime.cri.call("StopPodSandbox", {"pod_sandbox_id": pod.sandbox_id}, timeout=60)
+                    runtime.cri.call("RemovePodSandbox", {"pod_sandbox_id": pod.sandbox_id}, timeout=60)
+            if netns_dir is not None:  # the bind mount made here; pods' mounts inside are the fake's
+                subprocess.run(["umount", str(netns_dir)], check=False, capture_output=True)
+            runtime.stop()
+        assert runtime.forced == [], f"teardown had to force: {runtime.forced}"
+    assert vpc.agent is not None
+    assert not vpc.agent.errors, vpc.agent.errors
+
+
+def test_the_daemonset_pod_runs_and_application_pods_get_addresses_with_traffic(
+    tmp_path: Path, pause_image: Path
+) -> None:
+    with image_node(tmp_path, pause_image) as n:
+        assert n.pod.run_init_containers() == [("node-init", 0), ("install-cni", 0)]
+        # install-cni wrote the plugin into the node's bin dir and the conflist into its net.d.
+        assert (n.runtime.bin_dir / "cloud-cni").exists()
+        [conflist] = [p for p in n.runtime.conf_dir.iterdir() if p.suffix == ".conflist"]
+        conf = json.loads(conflist.read_text())
+        assert conf["plugins"][0]["ipamdSocket"] == n.dirs.host("/var/run/cloud-cni/ipamd.sock")
+        assert read_sysctl(n.vpc.node, "net.ipv4.ip_forward") == "1", "node-init set it in the node netns"
+
+        n.pod.start_ipamd()
+        wait_healthy(n.pod, n.vpc.node)
+        assert n.pod.status(n.pod.ipamd_id)["state"] == "CONTAINER_RUNNING"
+
+        app = n.runtime.run_pod("web-0")
+        held = {a["ip"]: a for a in get(n.vpc.node, "/v1/assignments")}
+        assert app.ip in held and held[app.ip]["container_id"] == app.sandbox_id, (app, held)
+        with EchoServer(n.vpc.vpc_peer):
+            done = n.runtime.exec_in_pod_netns(app, [sys.executable, "-c", TCP_CLIENT, VPC_PEER, "5007"])
+        assert done.stdout.split()[0] == app.ip
+        n.runtime.exec_in_node(["ping", "-c", "1", "-W", "2", app.ip])
+
+        n.runtime.stop_pod(app)
+        n.runtime.remove_pod(app)
+        assert get(n.vpc.node, "/v1/assignments") == []
+        n.pod.stop_ipamd()
+
+
+def cni_check(n: Node, app: Pod) -> subprocess.CompletedProcess[str]:
+    """CHECK as a runtime sends it: the installed plugin, the installed conflist's plugin config with
+    the pod's ADD result as prevResult, in the node netns."""
+    [conflist] = [p for p in n.runtime.conf_dir.iterdir() if p.suffix == ".conflist"]
+    conf = json.loads(conflist.read_text())
+    prev = {
+        "cniVersion": conf["cniVersion"],
+        "interfaces": [{"name": "eth0", "sandbox": app.netns_path}],
+        "ips": [{"address": f"{app.ip}/32", "interface": 0}],
+    }
+    stdin = {"cniVersion": conf["cniVersion"], "name": conf["name"], **conf["plugins"][0], "prevResult": prev}
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "CNI_COMMAND": "CHECK",
+        "CNI_CONTAINERID": app.sandbox_id,
+        "CNI_NETNS": app.netns_path,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": str(n.runtime.bin_dir),
+        "CNI_ARGS": f"K8S_POD_NAMESPACE={app.namespace};K8S_POD_NAME={app.name};"
+        f"K8S_POD_INFRA_CONTAINER_ID={app.sandbox_id};K8S_POD_UID={app.uid}",
+    }
+    argv = ["nsenter", f"--net={n.runtime.node_netns_path}", "--", str(n.runtime.bin_dir / "cloud-cni")]
+    return subprocess.run(argv, input=json.dumps(stdin), env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_a_rolling_update_restarts_the_daemon_from_a_second_image_and_pods_keep_their_addresses(
+    tmp_path: Path, pause_image: Path
+) -> None:
+    """The old container gets SIGTERM within the grace period (StopContainer), a new one starts from
+    a second image (the same archive tagged under a second name, as `ctr images tag` makes it); the
+    checkpoint carries over through the run-dir hostPath."""
+    with image_node(tmp_path, pause_image) as n:
+        n.pod.run_init_containers()
+        n.pod.start_ipamd()
+        wait_healthy(n.pod, n.vpc.node)
+        apps = [n.runtime.run_pod(f"web-{i}") for i in range(3)]
+        before = {a["ip"]: a["container_id"] for a in get(n.vpc.node, "/v1/assignments")}
+        assert before == {a.ip: a.sandbox_id for a in apps}
+
+        stopped = time.monotonic()
+        n.pod.stop_ipamd()
+        assert time.monotonic() - stopped < int(n.pod.spec["terminationGracePeriodSeconds"])
+        assert Path(n.dirs.host("/var/run/cloud-cni/ipam.json")).exists(), "the checkpoint stays"
+        assert not Path(n.dirs.host("/var/run/cloud-cni/ipamd.sock")).exists(), "the socket went with it"
+
+        # An ADD with no daemon serving: a CNI error kubelet retries ("try again later").
+        with pytest.raises(cri.CriError, match=r"daemon is not reachable.*try again later"):
+            n.runtime.run_pod("in-the-gap")
+        second = image_name().replace(":", ":upgrade-", 1)
+        n.runtime.ctr("images", "tag", image_name(), second)
+        n.runtime._wait(lambda: n.runtime.cri.call("ImageStatus", {"image": {"image": second}}).get("image"))
+        n.pod.image = second
+        n.pod.start_ipamd(attempt=1)
+        wait_healthy(n.pod, n.vpc.node)
+        status = n.pod.status(n.pod.ipamd_id)
+        tagged = n.runtime.cri.call("ImageStatus", {"image": {"image": second}})["image"]
+        assert second in tagged["repo_tags"] and status["image_ref"] == tagged["id"], status
+        assert status["state"] == "CONTAINER_RUNNING" and status["metadata"]["attempt"] == 1
+
+        after = {a["ip"]: a["container_id"] for a in get(n.vpc.node, "/v1/assignments")}
+        assert after == before, "running pods keep their addresses"
+        for app in apps:
+            done = cni_check(n, app)
+            assert done.returncode == 0 and done.stdout == "", (app.name, done.stdout, done.stderr)
+        retried = n.runtime.run_pod("in-the-gap")  # the runtime's retry, now served
+        more = [retried, *(n.runtime.run_pod(f"web-{i}") for i in range(3, 5))]
+        ips = [p.ip for p in apps + more]
+        assert len(set(ips)) == len(ips), f"an address handed out twice: {ips}"
+        for app in apps + more:
+            n.runtime.exec_in_node(["ping", "-c", "1", "-W", "2", app.ip])
+            n.runtime.stop_pod(app)
+            n.runtime.remove_pod(app)
+        assert get(n.vpc.node, "/v1/assignments") == []
+        gone = cni_check(n, apps[0])
+        assert gone.returncode != 0, "CHECK of a removed pod fails: the passes above can fail"
+        n.pod.stop_ipamd()

@@ -14,12 +14,13 @@ thread that owns it (``LoopReader``), so a response is one consistent view.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import structlog
+
+from ipamd.httpserve import serve_in_thread
 
 log = structlog.get_logger("ipamd.introspection")
 
@@ -65,16 +66,5 @@ class _Handler(BaseHTTPRequestHandler):
 
 def serve(bind: str, routes: Routes, healthy: Callable[[], bool]) -> Callable[[], None]:
     """Serve in a daemon thread; returns a function that stops the server."""
-    host, _, port = bind.rpartition(":")
     handler = type("IntrospectionHandler", (_Handler,), {"routes": routes, "healthy": staticmethod(healthy)})
-    server = ThreadingHTTPServer((host.strip("[]"), int(port)), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="introspection", daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-    return stop
+    return serve_in_thread(bind, handler, "introspection")

@@ -11,10 +11,12 @@ import asyncio
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import Collector
 
+from ipamd.httpserve import serve_in_thread
 from ipamd.pool.model import PoolStats
 
 if TYPE_CHECKING:
@@ -303,12 +305,4 @@ class Metrics:
 
     def serve(self, bind: str) -> Callable[[], None]:
         """Serve /metrics on ``host:port``; returns a function that stops the server."""
-        host, _, port = bind.rpartition(":")
-        server, thread = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
-
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
-
-        return stop
+        return serve_in_thread(bind, MetricsHandler.factory(self.registry), "metrics")

@@ -32,7 +32,7 @@ from typing import Literal, NoReturn, Protocol
 
 import structlog
 
-from ipamd import durable
+from ipamd import durable, strictjson
 from ipamd.errors import CheckpointError
 from ipamd.pool.model import (
     Assignment,
@@ -228,7 +228,7 @@ def _assignment_json(a: Assignment) -> str | None:
     """
     doc = _assignment_doc(a)
     try:
-        _assignment(_JsonObject(list(doc.items())), "assignment")
+        _assignment(strictjson.JsonObject(list(doc.items())), "assignment")
     except CheckpointError:
         return None
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
@@ -251,14 +251,14 @@ def encode(snapshot: PoolSnapshot, *, generation: int, written_at: float) -> byt
         except TypeError:  # unhashable junk in a field: let the validator name it
             fragment = None
         if fragment is None:
-            _assignment(_JsonObject(list(_assignment_doc(a).items())), f"assignments[{i}]")
+            _assignment(strictjson.JsonObject(list(_assignment_doc(a).items())), f"assignments[{i}]")
             raise AssertionError("unreachable: the validator accepted what it rejected")
         fragments.append(fragment)
     cooling: list[object] = []
     for i, (ip, until) in enumerate(snapshot.cooling):
         entry = {"ip": ip, "until": until}
         if not (_is_ip(ip) and _is_time(until)):  # paths are formatted only on the slow path
-            _cooling(_JsonObject(list(entry.items())), f"cooling[{i}]")
+            _cooling(strictjson.JsonObject(list(entry.items())), f"cooling[{i}]")
         cooling.append(entry)
     quarantined = [
         ip if _is_ip(ip) else _ip(ip, f"quarantined[{i}]") for i, ip in enumerate(snapshot.quarantined)
@@ -280,41 +280,15 @@ def encode(snapshot: PoolSnapshot, *, generation: int, written_at: float) -> byt
 # --- decode -------------------------------------------------------------------------------------
 
 
-class _JsonObject(dict[str, object]):
-    """A decoded JSON object that remembers member names seen more than once."""
-
-    __slots__ = ("duplicates",)
-
-    def __init__(self, pairs: list[tuple[str, object]]) -> None:
-        super().__init__()
-        self.duplicates: list[str] = []
-        for name, value in pairs:
-            if name in self:
-                self.duplicates.append(name)
-            self[name] = value
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise CheckpointError(f"checkpoint: {name} is not valid JSON (numbers must be finite)")
-
-
 def _parse(data: bytes) -> object:
-    if not data:
-        raise CheckpointError("checkpoint: the file is empty; expected a JSON object")
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CheckpointError(f"checkpoint: not UTF-8 ({exc}); expected a JSON object") from exc
-    try:
-        return json.loads(text, object_pairs_hook=_JsonObject, parse_constant=_reject_constant)
-    except RecursionError as exc:
-        raise CheckpointError("checkpoint: nested too deeply; expected a JSON object") from exc
-    except ValueError as exc:  # JSONDecodeError, and integers beyond the int-string limit
-        raise CheckpointError(f"checkpoint: not valid JSON ({exc}); expected a JSON object") from exc
+        return strictjson.loads(data)
+    except strictjson.StrictJsonError as exc:
+        raise CheckpointError(f"checkpoint: {exc}") from exc
 
 
-def _object(value: object, path: str, fields: tuple[str, ...]) -> _JsonObject:
-    if not isinstance(value, _JsonObject):
+def _object(value: object, path: str, fields: tuple[str, ...]) -> strictjson.JsonObject:
+    if not isinstance(value, strictjson.JsonObject):
         _reject(path, value, f"an object with fields {', '.join(fields)}")
     if value.duplicates:
         raise CheckpointError(f"{path}: field {value.duplicates[0]!r} appears more than once")
@@ -362,7 +336,7 @@ def decode(data: bytes) -> DecodedCheckpoint:
     damaged file whose fields still look valid, e.g. one address changed into another).
     """
     top = _parse(data)
-    if not isinstance(top, _JsonObject):
+    if not isinstance(top, strictjson.JsonObject):
         _reject("checkpoint", top, "a JSON object")
     version = top.get("version", _MISSING)
     if version != VERSION:

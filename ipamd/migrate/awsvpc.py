@@ -41,13 +41,13 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from ipamd import strictjson
 from ipamd.errors import CheckpointError
 from ipamd.pool.model import (
     PREFIX_SIZE,
@@ -273,7 +273,7 @@ def parse(data: bytes) -> AwsCheckpoint:
     """Validate every field; AwsCheckpointError names the first bad one. The version decides the
     schema, so it is read first; then every allocation; then no address and no attachment twice."""
     top = _json(data)
-    if not isinstance(top, _JsonObject):
+    if not isinstance(top, strictjson.JsonObject):
         _reject("checkpoint", top, "a JSON object {version, allocations}")
     version = top.get("version", _MISSING)
     if version != VERSION:
@@ -297,39 +297,11 @@ class _Missing:
 _MISSING = _Missing()
 
 
-class _JsonObject(dict[str, object]):
-    """A decoded JSON object that remembers member names seen more than once."""
-
-    __slots__ = ("duplicates",)
-
-    def __init__(self, pairs: list[tuple[str, object]]) -> None:
-        super().__init__()
-        self.duplicates: list[str] = []
-        for name, value in pairs:
-            if name in self:
-                self.duplicates.append(name)
-            self[name] = value
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise AwsCheckpointError(f"checkpoint: {name} is not valid JSON (numbers must be finite)")
-
-
 def _json(data: bytes) -> object:
-    if not data.strip():
-        raise AwsCheckpointError(
-            "checkpoint: the file is empty; expected a JSON object {version, allocations}"
-        )
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise AwsCheckpointError(f"checkpoint: not UTF-8 ({exc}); expected a JSON object") from None
-    try:
-        return json.loads(text, object_pairs_hook=_JsonObject, parse_constant=_reject_constant)
-    except RecursionError:
-        raise AwsCheckpointError("checkpoint: nested too deeply; expected a JSON object") from None
-    except ValueError as exc:  # JSONDecodeError, and integers beyond the int-string limit
-        raise AwsCheckpointError(f"checkpoint: not valid JSON ({exc}); expected a JSON object") from None
+        return strictjson.loads(data, expected="a JSON object {version, allocations}")
+    except strictjson.StrictJsonError as exc:
+        raise AwsCheckpointError(f"checkpoint: {exc}") from None
 
 
 def _reject(path: str, value: object, allowed: str) -> NoReturn:
@@ -341,7 +313,7 @@ def _reject(path: str, value: object, allowed: str) -> NoReturn:
     raise AwsCheckpointError(f"{path}: {shown} is not {allowed}")
 
 
-def _check_fields(doc: _JsonObject, path: str, fields: tuple[str, ...]) -> None:
+def _check_fields(doc: strictjson.JsonObject, path: str, fields: tuple[str, ...]) -> None:
     if doc.duplicates:
         raise AwsCheckpointError(f"{path}: field {doc.duplicates[0]!r} appears more than once")
     for name in doc:
@@ -349,8 +321,8 @@ def _check_fields(doc: _JsonObject, path: str, fields: tuple[str, ...]) -> None:
             raise AwsCheckpointError(f"{path}: unknown field {name!r}; allowed: {', '.join(fields)}")
 
 
-def _object(value: object, path: str, fields: tuple[str, ...]) -> _JsonObject:
-    if not isinstance(value, _JsonObject):
+def _object(value: object, path: str, fields: tuple[str, ...]) -> strictjson.JsonObject:
+    if not isinstance(value, strictjson.JsonObject):
         _reject(path, value, f"an object with fields {', '.join(fields)}")
     _check_fields(value, path, fields)
     return value

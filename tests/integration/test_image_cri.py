@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import uuid
@@ -220,17 +222,19 @@ class DaemonSetPod:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def run_init_containers(self) -> list[tuple[str, int]]:
-        done = []
-        for container in self.spec["initContainers"]:
-            cid = self.start(container)
-            deadline = time.monotonic() + 60
-            while (status := self.status(cid))["state"] != "CONTAINER_EXITED":
-                assert time.monotonic() < deadline, f"{container['name']} still running"
-                time.sleep(0.05)
-            assert status["exit_code"] == 0, f"{container['name']}: {self.log(container['name'])}"
-            self.runtime.cri.call("RemoveContainer", {"container_id": cid})
-            done.append((container["name"], status["exit_code"]))
-        return done
+        return [(c["name"], self.run_init_container(c["name"])) for c in self.spec["initContainers"]]
+
+    def run_init_container(self, name: str, attempt: int = 0) -> int:
+        """Run one init container to its exit (0, else the test fails), then remove it."""
+        [container] = [c for c in self.spec["initContainers"] if c["name"] == name]
+        cid = self.start(container, attempt)
+        deadline = time.monotonic() + 60
+        while (status := self.status(cid))["state"] != "CONTAINER_EXITED":
+            assert time.monotonic() < deadline, f"{name} still running"
+            time.sleep(0.05)
+        assert status["exit_code"] == 0, f"{name}: {self.log(name, attempt)}"
+        self.runtime.cri.call("RemoveContainer", {"container_id": cid})
+        return int(status["exit_code"])
 
     def start_ipamd(self, attempt: int = 0) -> str:
         [ipamd] = [c for c in self.spec["containers"] if c["name"] == "ipamd"]
@@ -392,17 +396,148 @@ def cni_check(n: Node, app: Pod) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, input=json.dumps(stdin), env=env, capture_output=True, text=True, timeout=30)
 
 
+TREE_IN_PLUGIN = re.compile(rb"(/[^\s'\"]+/[0-9][0-9a-z.]*-[0-9a-f]{12})/")
+
+
+class PluginHammer:
+    """Threads that use the installed plugin as the runtime does while install-cni replaces it: one
+    reads the plugin file, the tree it names and the conflist (JSON) in a tight loop; one execs the
+    plugin with VERSION; one execs CHECK for running pods; one starts pods through CRI (RunPodSandbox,
+    then, beyond ``keep`` of them, StopPodSandbox and RemovePodSandbox at once: ADD and DEL). Every
+    operation is timed, so that those overlapping a window can be counted; every failure is kept."""
+
+    def __init__(self, n: Node, running: list[Pod], keep: int = 4) -> None:
+        self.n, self.running, self.keep = n, running, keep
+        self.plugin = n.runtime.bin_dir / "cloud-cni"
+        [self.conflist] = [p for p in n.runtime.conf_dir.iterdir() if p.suffix == ".conflist"]
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.ops: dict[str, list[tuple[float, float]]] = {"read": [], "VERSION": [], "CHECK": [], "pod": []}
+        self.pods: list[Pod] = []  # started by the loop and kept running
+        loops = (self._read, self._version, self._check, self._pods)
+        self.threads = [threading.Thread(target=self._loop, args=(f,), daemon=True) for f in loops]
+
+    def _loop(self, op: Any) -> None:
+        i = 0
+        while not self.stop.is_set():
+            start = time.monotonic()
+            try:
+                what = op(i)
+            except Exception as exc:
+                self.errors.append(f"{op.__name__} #{i} at {start:.3f}: {type(exc).__name__}: {exc}")
+                time.sleep(0.01)
+            else:
+                self.ops[what].append((start, time.monotonic()))
+            i += 1
+
+    def _read(self, i: int) -> str:
+        data = self.plugin.read_bytes()
+        assert data.startswith(b"#!") and data.endswith((b"sys.exit(main())\n", b'"$@"\n')), (
+            f"plugin: {data[-80:]!r}"
+        )
+        assert self.plugin.stat().st_mode & 0o111 == 0o111, oct(self.plugin.stat().st_mode)
+        match = TREE_IN_PLUGIN.search(data)
+        assert match, data[:200]
+        tree = Path(match.group(1).decode())
+        assert (tree / "cloud-cni.py").is_file() and (tree / "lib/site/shim/main.py").is_file(), tree
+        assert any(p.stat().st_mode & 0o111 for p in (tree / "bin").glob("python3*")), tree
+        conf = json.loads(self.conflist.read_bytes())
+        assert conf["plugins"][0]["type"] == "cloud-cni", conf
+        return "read"
+
+    def _version(self, i: int) -> str:
+        done = subprocess.run(
+            [str(self.plugin)],
+            input='{"cniVersion": "1.0.0"}',
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": "VERSION"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+        assert "1.0.0" in json.loads(done.stdout)["supportedVersions"], done.stdout
+        return "VERSION"
+
+    def _check(self, i: int) -> str:
+        app = self.running[i % len(self.running)]
+        done = cni_check(self.n, app)
+        assert done.returncode == 0 and done.stdout == "", (app.name, done.stdout, done.stderr[-500:])
+        return "CHECK"
+
+    def _pods(self, i: int) -> str:
+        pod = self.n.runtime.run_pod(f"during-{i}")
+        assert pod.ip, pod
+        if len(self.pods) < self.keep:
+            self.pods.append(pod)
+        else:
+            self.n.runtime.stop_pod(pod)
+            self.n.runtime.remove_pod(pod)
+        return "pod"
+
+    def __enter__(self) -> PluginHammer:
+        for t in self.threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while not all(self.ops.values()):  # every loop has done one before the window opens
+            assert not self.errors and time.monotonic() < deadline, self.errors or self.ops
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=60)
+
+    def during(self, start: float, end: float) -> dict[str, int]:
+        """How many operations of each kind overlapped [start, end]."""
+        return {k: sum(1 for a, b in v if a < end and b > start) for k, v in self.ops.items()}
+
+
 def test_a_rolling_update_restarts_the_daemon_from_a_second_image_and_pods_keep_their_addresses(
     tmp_path: Path, pause_image: Path
 ) -> None:
-    """The old container gets SIGTERM within the grace period (StopContainer), a new one starts from
-    a second image (the same archive tagged under a second name, as `ctr images tag` makes it); the
-    checkpoint carries over through the run-dir hostPath."""
+    """install-cni re-runs from a second image (the same archive tagged under a second name, as `ctr
+    images tag` makes it) while pods are started, CHECKed and the plugin exec'd and read: none sees a
+    missing or partial plugin, tree or conflist. Then the old ipamd container gets SIGTERM within the
+    grace period (StopContainer) and a new one starts from the second image; the checkpoint carries
+    over through the run-dir hostPath."""
     with image_node(tmp_path, pause_image) as n:
         n.pod.run_init_containers()
         n.pod.start_ipamd()
         wait_healthy(n.pod, n.vpc.node)
         apps = [n.runtime.run_pod(f"web-{i}") for i in range(3)]
+        assert {a["ip"]: a["container_id"] for a in get(n.vpc.node, "/v1/assignments")} == {
+            a.ip: a.sandbox_id for a in apps
+        }
+
+        # The plugin upgrade: install-cni from the second image, the old daemon serving throughout.
+        second = image_name().replace(":", ":upgrade-", 1)
+        n.runtime.ctr("images", "tag", image_name(), second)
+        n.runtime._wait(lambda: n.runtime.cri.call("ImageStatus", {"image": {"image": second}}).get("image"))
+        n.pod.image = second
+        plugin = n.runtime.bin_dir / "cloud-cni"
+        [conflist] = [p for p in n.runtime.conf_dir.iterdir() if p.suffix == ".conflist"]
+        old_plugin, old_conf = plugin.read_bytes(), conflist.read_bytes()
+        old_inodes = (plugin.stat().st_ino, conflist.stat().st_ino)
+        with PluginHammer(n, apps) as hammer:
+            opened = time.monotonic()
+            n.pod.run_init_container("install-cni", attempt=1)
+            closed = time.monotonic()
+            time.sleep(0.2)  # a few more after the switch
+        during = hammer.during(opened, closed)
+        print(f"install-cni re-run {closed - opened:.2f} s; operations during it: {during}")
+        assert hammer.errors == [], hammer.errors
+        assert during["read"] >= 50 and during["VERSION"] >= 3 and during["CHECK"] >= 2, during
+        assert during["pod"] >= 1, during
+        # The second run happened and replaced both files (a rename: new inodes), with the same bits.
+        log = n.pod.log("install-cni", 1)
+        assert "installed /host/opt/cni/bin/cloud-cni" in log and "10-cloud-cni.conflist" in log, log
+        assert "(already there)" in log, log  # the same bits: the first run's tree, checked and kept
+        assert plugin.stat().st_ino != old_inodes[0] and conflist.stat().st_ino != old_inodes[1]
+        assert plugin.read_bytes() == old_plugin and conflist.read_bytes() == old_conf
+        match = TREE_IN_PLUGIN.search(plugin.read_bytes())
+        assert match and Path(match.group(1).decode(), "cloud-cni.py").is_file()
+        apps += hammer.pods  # started while the plugin was replaced: checked and deleted below
         before = {a["ip"]: a["container_id"] for a in get(n.vpc.node, "/v1/assignments")}
         assert before == {a.ip: a.sandbox_id for a in apps}
 
@@ -415,10 +550,6 @@ def test_a_rolling_update_restarts_the_daemon_from_a_second_image_and_pods_keep_
         # An ADD with no daemon serving: a CNI error kubelet retries ("try again later").
         with pytest.raises(cri.CriError, match=r"daemon is not reachable.*try again later"):
             n.runtime.run_pod("in-the-gap")
-        second = image_name().replace(":", ":upgrade-", 1)
-        n.runtime.ctr("images", "tag", image_name(), second)
-        n.runtime._wait(lambda: n.runtime.cri.call("ImageStatus", {"image": {"image": second}}).get("image"))
-        n.pod.image = second
         n.pod.start_ipamd(attempt=1)
         wait_healthy(n.pod, n.vpc.node)
         status = n.pod.status(n.pod.ipamd_id)
@@ -435,7 +566,9 @@ def test_a_rolling_update_restarts_the_daemon_from_a_second_image_and_pods_keep_
         more = [retried, *(n.runtime.run_pod(f"web-{i}") for i in range(3, 5))]
         ips = [p.ip for p in apps + more]
         assert len(set(ips)) == len(ips), f"an address handed out twice: {ips}"
-        for app in apps + more:
+        for app in apps + more:  # before, during and after the plugin upgrade: CHECK, then DEL
+            done = cni_check(n, app)
+            assert done.returncode == 0 and done.stdout == "", (app.name, done.stdout, done.stderr)
             n.runtime.exec_in_node(["ping", "-c", "1", "-W", "2", app.ip])
             n.runtime.stop_pod(app)
             n.runtime.remove_pod(app)

@@ -70,7 +70,11 @@ def _sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
-def build(rounds: int) -> None:
+def _shown(path: Path) -> str:
+    return str(path.relative_to(PROJECT)) if path.is_relative_to(PROJECT) else str(path)
+
+
+def build(rounds: int, archive: Path, work: Path) -> None:
     epoch = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=PROJECT, capture_output=True, check=True)
     env = {
         **os.environ,
@@ -78,10 +82,11 @@ def build(rounds: int) -> None:
     }
     digests = []
     for i in range(rounds):
-        shutil.rmtree(WORK, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
         start = time.monotonic()
-        subprocess.run([str(PROJECT / "dev"), "image"], cwd=PROJECT, env=env, check=True, capture_output=True)
-        digests.append(_sha256(ARCHIVE))
+        argv = [str(PROJECT / "dev"), "image", f"--out={archive}", f"--work={work}"]
+        subprocess.run(argv, cwd=PROJECT, env=env, check=True, capture_output=True)
+        digests.append(_sha256(archive))
         print(f"build {i + 1}: {time.monotonic() - start:.1f} s from clean, archive sha256:{digests[-1]}")
     print(f"same archive every time: {len(set(digests)) == 1} (SOURCE_DATE_EPOCH={env['SOURCE_DATE_EPOCH']})")
 
@@ -89,21 +94,24 @@ def build(rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--build", type=int, default=0, metavar="N", help="build N times from clean first")
+    parser.add_argument("--out", type=Path, default=ARCHIVE, help="the archive (as the build's --out)")
+    parser.add_argument("--work", type=Path, default=WORK, help="the build's scratch (as its --work)")
     args = parser.parse_args()
+    archive, work = args.out.resolve(), args.work.resolve()
     if args.build:
-        build(args.build)
-    summary = oci.inspect(ARCHIVE)
-    print(f"{ARCHIVE.relative_to(PROJECT)}: {summary.name}")
+        build(args.build, archive, work)
+    summary = oci.inspect(archive)
+    print(f"{_shown(archive)}: {summary.name}")
     print(f"  archive sha256     {summary.archive_sha256}")
     print(f"  manifest           {summary.manifest_digest}")
     print(f"  archive            {summary.archive_size / MIB:7.1f} MiB")
     print(f"  layer, gzip        {summary.layer_size / MIB:7.1f} MiB")
     print(f"  layer, tar         {summary.layer_tar_size / MIB:7.1f} MiB ({summary.files} files)")
     print(f"  user {summary.config['config']['User']}, cmd {summary.config['config'].get('Cmd')}")
-    root = WORK / "rootfs"
+    root = work / "rootfs"
     if root.is_dir():
         total, total_pyc = _bytes([root])
-        print(f"{root.relative_to(PROJECT)}: {total / MIB:.1f} MiB in files ({total_pyc / MIB:.1f} bytecode)")
+        print(f"{_shown(root)}: {total / MIB:.1f} MiB in files ({total_pyc / MIB:.1f} bytecode)")
         python = _bytes([root / "usr/lib/python3.11", root / SITE])
         for label, rels in PARTS.items():
             if rels:
@@ -111,7 +119,7 @@ def main() -> None:
             else:
                 size, pyc = total - python[0], total_pyc - python[1]
             print(f"  {label:<56} {size / MIB:6.1f} MiB ({pyc / MIB:.1f} bytecode)")
-    report = WORK / "build.json"
+    report = work / "build.json"
     if report.exists():
         seconds = json.loads(report.read_text())["seconds"]
         steps = ", ".join(f"{name} {value}" for name, value in seconds.items())

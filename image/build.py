@@ -87,7 +87,7 @@ def build(out: Path, work: Path, *, relock: bool, log: Callable[[str], None]) ->
     wheel = step("wheels", lambda: python.wheels(PROJECT, LOCK, work / "wheels", pip))
     step("python install", lambda: python.install(root, work / "wheels", python.locked(LOCK), wheel))
     removed = step("prune", lambda: python.prune(root))
-    step("bytecode", lambda: python.compile_all(root))
+    sourceless = step("bytecode", lambda: python.compile_all(root))
     step("check libraries", lambda: checks.elf_libraries(root))
     reports = step("check commands", lambda: checks.commands(root))
     layer = step("layer", lambda: oci.write_layer(root, work / "layer.tar.gz", epoch))
@@ -113,6 +113,7 @@ def build(out: Path, work: Path, *, relock: bool, log: Callable[[str], None]) ->
         "source_date_epoch": epoch,
         "debian_packages": {p.name: p.version for p in chosen},
         "pruned": [{"what": r.what, "why": r.why, "bytes": r.size} for r in removed],
+        "sourceless_bytes": sourceless,
         "install_shim": reports["install_shim"],
         "seconds": timings,
     }

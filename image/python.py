@@ -10,7 +10,8 @@ Then what the daemon and the CLI cannot load goes (``CUT``, ``PRUNED``: each wit
 docs/deploy.md lists them with their sizes), and every module is compiled once, serially, to
 unchecked-hash bytecode: the root filesystem is read-only in the DaemonSet and never changes, so
 nothing is compiled at run time and no source is even stat'ed, and the same sources give the same
-bytes.
+bytes. The third-party modules keep only that bytecode (``compile_all``); the extension modules are
+stripped of what only a debugger reads.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ PRUNED = {
     "botocore/data/": "the models of every AWS service but EC2 (ipamd/cloud/aws/client.py) and STS "
     "(the web-identity credentials of IRSA); the files at its top (endpoints, partitions, defaults) stay",
     "boto3/data/": "boto3's resource models: the daemon makes clients, never resources",
+    "websocket/tests/": "websocket-client's own tests, shipped in its package",
 }
 KEEP = {
     "botocore/data/": ("ec2", "sts"),
@@ -282,7 +284,24 @@ def prune(root: Path) -> list[Removed]:
         removed.append(Removed(f"*{suffix}", why, sum(p.stat().st_size for p in stubs)))
         for path in stubs:
             path.unlink()
+    removed.append(Removed("*.so symbol tables", STRIP_WHY, _strip(sorted(site.rglob("*.so")))))
     return removed
+
+
+STRIP_WHY = (
+    "strip --strip-unneeded: the static symbol table and debug sections some wheels ship (PyYAML's _yaml, "
+    "cryptography's _rust); the loader reads only the dynamic ones"
+)
+
+
+def _strip(libraries: Sequence[Path]) -> int:
+    """Strip ``libraries`` in place; the bytes saved."""
+    before = sum(p.stat().st_size for p in libraries)
+    if libraries:
+        done = subprocess.run(["strip", "--strip-unneeded", *map(str, libraries)], check=False)
+        if done.returncode != 0:
+            raise BuildError(f"strip failed (exit {done.returncode})")
+    return before - sum(p.stat().st_size for p in libraries)
 
 
 @dataclass(frozen=True)
@@ -363,16 +382,43 @@ def _size(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def compile_all(root: Path) -> None:
+# Our own packages keep their sources beside their bytecode: their tracebacks show the lines. Every
+# other site-packages module is sourceless (below); none reads its own source at run time (pydantic's
+# _docs_extraction does, only for use_attribute_docstrings, which ipamd does not set).
+WITH_SOURCE = ("ipamd", "shim")
+# Sourceless packages compiled as ``python -OO`` would (no docstrings, no asserts): the legacy .pyc is
+# imported at any optimization level. Only where it was checked that nothing reads a docstring and no
+# assert does more than guard: the kubernetes client's generated models and APIs are mostly docstrings.
+WITHOUT_DOCSTRINGS = ("kubernetes",)
+
+
+def compile_all(root: Path) -> int:
     """Every module of the standard library and of site-packages to unchecked-hash bytecode, serially
     in a sorted order, with a fixed hash seed: marshal's output depends on what the compiling process
-    did before, and the order of a frozenset constant on the string hashes."""
+    did before, and the order of a frozenset constant on the string hashes.
+
+    The third-party modules of site-packages (all but ``WITH_SOURCE``) become sourceless: each is
+    compiled to ``<module>.pyc`` in place of its ``.py`` (the legacy layout, which the interpreter
+    imports without a source), and the ``.py`` goes, which halves what they take. The standard library
+    keeps its sources (install-shim copies the shim's modules from it); ``WITHOUT_DOCSTRINGS`` are
+    compiled at optimization level 2. The bytes of the removed sources."""
     for rel in (f"usr/lib/{PYTHON}", SITE):
         for cache in (root / rel).rglob("__pycache__"):
             shutil.rmtree(cache)
     argv = [PYTHON, "-m", "compileall", "-q", "-f", "-j1", "--invalidation-mode=unchecked-hash"]
-    in_root(
-        root,
-        [*argv, "-x", "lib2to3/tests/data", f"/usr/lib/{PYTHON}", f"/{SITE}"],
-        env={"PYTHONHASHSEED": "0"},
-    )
+    env = {"PYTHONHASHSEED": "0"}
+    in_root(root, [*argv, "-x", "lib2to3/tests/data", f"/usr/lib/{PYTHON}"], env=env)
+    special = "|".join((*WITH_SOURCE, *WITHOUT_DOCSTRINGS))
+    in_root(root, [*argv, "-b", "-x", f"^/{SITE}/({special})/", f"/{SITE}"], env=env)
+    in_root(root, [*argv, "-b", "-o", "2", *(f"/{SITE}/{name}" for name in WITHOUT_DOCSTRINGS)], env=env)
+    in_root(root, [*argv, *(f"/{SITE}/{name}" for name in WITH_SOURCE)], env=env)
+    site = root / SITE
+    removed = 0
+    for source in sorted(site.rglob("*.py")):
+        if source.relative_to(site).parts[0] in WITH_SOURCE:
+            continue
+        if not source.with_suffix(".pyc").is_file():
+            raise BuildError(f"{source.relative_to(root)} was not compiled")
+        removed += source.stat().st_size
+        source.unlink()
+    return removed

@@ -276,8 +276,11 @@ def test_async_completion_is_polled(azure_cloud: FakeArm, node: Vm, network: Net
 
     poller = network.network_interfaces.begin_create_or_update(rg, "node-1-nic0", nic)
 
-    # The PUT was answered 201 Updating; the new ipconfig has no address yet (but it is reserved).
-    assert azure_cloud.requests[-1][:3] == ("PUT", node.nics[0], 201)
+    # The PUT was answered 201 Updating; the new ipconfig has no address yet (but it is reserved). The
+    # poller's thread may already have polled once (InProgress): the PUT is the last write, not always
+    # the last request.
+    writes = [r for r in azure_cloud.requests if r[0] == "PUT"]
+    assert writes[-1][:3] == ("PUT", node.nics[0], 201)
     during = azure_cloud.nic("node-1-nic0")
     assert during["properties"]["provisioningState"] == "Updating"
     assert "privateIPAddress" not in during["properties"]["ipConfigurations"][1]["properties"]

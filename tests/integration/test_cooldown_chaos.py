@@ -37,6 +37,7 @@ class Churn:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     released: dict[str, tuple[float, float]] = field(default_factory=dict)  # ip -> DEL (start, end)
+    releasing: dict[str, float] = field(default_factory=dict)  # ip -> start of a DEL not yet recorded
     adds: int = 0
     definitely_early: list[tuple[str, float]] = field(default_factory=list)
     possibly_early: list[tuple[str, float]] = field(default_factory=list)
@@ -61,7 +62,13 @@ def _worker(d: DaemonProcess, churn: Churn, hold: float, stop_at: float) -> None
             churn.adds += 1
             churn.latencies.append(add_end - add_start)
             previous = churn.released.get(ip)
-            if previous is not None:
+            pending = churn.releasing.get(ip)
+            if pending is not None:
+                # Another worker's DEL freed it and has not recorded its end yet: the daemon released
+                # it after that DEL started, so this reuse is early by both counts.
+                churn.definitely_early.append((ip, add_end - pending))
+                churn.possibly_early.append((ip, add_start - pending))
+            elif previous is not None:
                 del_start, del_end = previous
                 if add_end - del_start < COOLDOWN:
                     churn.definitely_early.append((ip, add_end - del_start))
@@ -69,9 +76,13 @@ def _worker(d: DaemonProcess, churn: Churn, hold: float, stop_at: float) -> None
                     churn.possibly_early.append((ip, add_start - del_end))
         time.sleep(hold)
         del_start = time.monotonic()
+        with churn.lock:
+            churn.releasing[ip] = del_start
         client.delete(att)
         with churn.lock:
             churn.released[ip] = (del_start, time.monotonic())
+            if churn.releasing.get(ip) == del_start:  # not yet another worker's DEL of it since
+                del churn.releasing[ip]
 
 
 def _run_churn(d: DaemonProcess, *, seconds: float, hold: float) -> Churn:

@@ -88,6 +88,15 @@ KEEP = {
     "botocore/data/": ("ec2", "sts"),
     "boto3/data/": (),
 }
+# Packages emptied but for their __init__.py, and why: ``kubernetes.client`` names its generated APIs
+# and models in an export table and imports one only when it is first used (its module ``__getattr__``),
+# so the package and ``kubernetes.client.models`` still import without them.
+EMPTIED = {
+    "kubernetes/client/api/": "the generated API classes (CoreV1Api, ...): ipamd/k8s/api.py sends every "
+    "request through ApiClient.param_serialize and call_api and names none of them",
+    "kubernetes/client/models/": "the generated pydantic models (V1Node, ...): ipamd/k8s reads the JSON "
+    "answers itself and never has ApiClient deserialize one into a model",
+}
 # Into /usr/local, Debian's place for packages that are not Debian's: its EXTERNALLY-MANAGED marker
 # guards Debian's own packages against pip, and the image has no apt to conflict with.
 PIP_ENV = {"PYTHONPATH": "/tmp/build/pip", "PIP_ROOT_USER_ACTION": "ignore"}  # the root's user is root
@@ -260,7 +269,8 @@ class Removed:
 
 
 def prune(root: Path) -> list[Removed]:
-    """Remove ``CUT`` distributions (with what only they needed), ``PRUNED`` paths and suffixes."""
+    """Remove ``CUT`` distributions (with what only they needed), ``PRUNED`` paths, what ``EMPTIED``
+    packages hold and ``PRUNED_SUFFIXES``."""
     site = root / SITE
     removed = []
     for dist, why in _unreachable(site).items():
@@ -279,6 +289,19 @@ def prune(root: Path) -> list[Removed]:
                 shutil.rmtree(child)
         but = f" but {', '.join(keep)}" if keep else ""
         removed.append(Removed(f"{prefix}* (every directory{but})", why, size))
+    for prefix, why in EMPTIED.items():
+        top = site / prefix
+        if not (top / "__init__.py").is_file():
+            raise BuildError(f"{prefix}__init__.py is not in the installed packages: look at EMPTIED again")
+        size = 0
+        for child in sorted(top.iterdir()):
+            if child.name != "__init__.py":
+                size += _size(child)
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        removed.append(Removed(f"{prefix}* (but __init__.py)", why, size))
     for suffix, why in PRUNED_SUFFIXES.items():
         stubs = sorted(site.rglob(f"*{suffix}"))
         removed.append(Removed(f"*{suffix}", why, sum(p.stat().st_size for p in stubs)))
@@ -383,8 +406,9 @@ def _size(path: Path) -> int:
 
 
 # Our own packages keep their sources beside their bytecode: their tracebacks show the lines. Every
-# other site-packages module is sourceless (below); none reads its own source at run time (pydantic's
-# _docs_extraction does, only for use_attribute_docstrings, which ipamd does not set).
+# other module, of site-packages and of the standard library, is sourceless (below); none reads its
+# own source at run time (pydantic's _docs_extraction does, only for use_attribute_docstrings, which
+# ipamd does not set; inspect.getsource is called by no module the daemon loads).
 WITH_SOURCE = ("ipamd", "shim")
 # Sourceless packages compiled as ``python -OO`` would (no docstrings, no asserts): the legacy .pyc is
 # imported at any optimization level. Only where it was checked that nothing reads a docstring and no
@@ -397,28 +421,30 @@ def compile_all(root: Path) -> int:
     in a sorted order, with a fixed hash seed: marshal's output depends on what the compiling process
     did before, and the order of a frozenset constant on the string hashes.
 
-    The third-party modules of site-packages (all but ``WITH_SOURCE``) become sourceless: each is
-    compiled to ``<module>.pyc`` in place of its ``.py`` (the legacy layout, which the interpreter
-    imports without a source), and the ``.py`` goes, which halves what they take. The standard library
-    keeps its sources (install-shim copies the shim's modules from it); ``WITHOUT_DOCSTRINGS`` are
-    compiled at optimization level 2. The bytes of the removed sources."""
-    for rel in (f"usr/lib/{PYTHON}", SITE):
-        for cache in (root / rel).rglob("__pycache__"):
+    Every module but ``WITH_SOURCE``'s becomes sourceless: it is compiled to ``<module>.pyc`` in place
+    of its ``.py`` (the legacy layout, which the interpreter imports without a source), and the ``.py``
+    goes, which halves what they take. ``cloud-cni install-shim`` copies the standard library's
+    ``.pyc`` the shim loads as they are. ``WITHOUT_DOCSTRINGS`` are compiled at optimization level 2.
+    The bytes of the removed sources."""
+    stdlib, site = root / "usr/lib" / PYTHON, root / SITE
+    for base in (stdlib, site):
+        for cache in base.rglob("__pycache__"):
             shutil.rmtree(cache)
-    argv = [PYTHON, "-m", "compileall", "-q", "-f", "-j1", "--invalidation-mode=unchecked-hash"]
+    argv = [PYTHON, "-m", "compileall", "-q", "-f", "-j1", "--invalidation-mode=unchecked-hash", "-b"]
     env = {"PYTHONHASHSEED": "0"}
-    in_root(root, [*argv, "-x", "lib2to3/tests/data", f"/usr/lib/{PYTHON}"], env=env)
+    in_root(root, [*argv, f"/usr/lib/{PYTHON}"], env=env)
     special = "|".join((*WITH_SOURCE, *WITHOUT_DOCSTRINGS))
-    in_root(root, [*argv, "-b", "-x", f"^/{SITE}/({special})/", f"/{SITE}"], env=env)
-    in_root(root, [*argv, "-b", "-o", "2", *(f"/{SITE}/{name}" for name in WITHOUT_DOCSTRINGS)], env=env)
-    in_root(root, [*argv, *(f"/{SITE}/{name}" for name in WITH_SOURCE)], env=env)
-    site = root / SITE
+    in_root(root, [*argv, "-x", f"^/{SITE}/({special})/", f"/{SITE}"], env=env)
+    in_root(root, [*argv, "-o", "2", *(f"/{SITE}/{name}" for name in WITHOUT_DOCSTRINGS)], env=env)
+    keep = [a for a in argv if a != "-b"]  # into __pycache__, beside the sources
+    in_root(root, [*keep, *(f"/{SITE}/{name}" for name in WITH_SOURCE)], env=env)
     removed = 0
-    for source in sorted(site.rglob("*.py")):
-        if source.relative_to(site).parts[0] in WITH_SOURCE:
-            continue
-        if not source.with_suffix(".pyc").is_file():
-            raise BuildError(f"{source.relative_to(root)} was not compiled")
-        removed += source.stat().st_size
-        source.unlink()
+    for base in (stdlib, site):
+        for source in sorted(base.rglob("*.py")):
+            if base == site and source.relative_to(site).parts[0] in WITH_SOURCE:
+                continue
+            if not source.with_suffix(".pyc").is_file():
+                raise BuildError(f"{source.relative_to(root)} was not compiled")
+            removed += source.stat().st_size
+            source.unlink()
     return removed

@@ -10,7 +10,8 @@ Layout, under ``runtime_dir`` (the node's ``host_runtime_dir``)::
     <version>-<hash>/                    one immutable tree per content, e.g. 3.11.7-4f0c2a9d81b3
         bin/python3.X                    the interpreter (its RUNPATH may be rewritten: below)
         lib/libpython3.X.so.1.0          when the interpreter links it
-        lib/python3.X/{os.py,encodings/...,lib-dynload/...}   (``sys.platlibdir`` for ``lib``)
+        lib/python3.X/{os.py,encodings/...,lib-dynload/...}   (``sys.platlibdir`` for ``lib``; a
+                                         sourceless standard library's .pyc files, as they are)
         lib/site/shim/...                the plugin, with __pycache__
         cloud-cni.py                     the entry: sys.path, then shim.main.main()
     <cni_bin_dir>/cloud-cni              what the runtime execs: a shebang script or a /bin/sh wrapper
@@ -322,7 +323,9 @@ def _build(tree: _Tree, python: _Python, shim_dir: Path, relocate: bool) -> _Rep
     tree.copy(f"bin/python{python.version}", python.executable, ORIGIN_LIB if relocate else None)
     if python.libpython is not None:
         tree.copy(f"lib/{python.soname}", python.libpython)
-    tree.copy(f"{libdir}/os.py", Path(stdlib, "os.py"))  # getpath's landmark for the prefix
+    # getpath's landmark for the prefix: os.py, or os.pyc in a sourceless standard library (the image's)
+    landmark = "os.py" if Path(stdlib, "os.py").is_file() else "os.pyc"
+    tree.copy(f"{libdir}/{landmark}", Path(stdlib, landmark))
     (tree.root / libdir / "lib-dynload").mkdir(parents=True, exist_ok=True)  # ... and for exec_prefix
     for name, origin in found.loaded:
         if _under(origin, site):

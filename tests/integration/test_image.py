@@ -31,8 +31,9 @@ pytestmark = [
 ]
 
 MIB = 1024 * 1024
-# What docs/deploy.md reports, with room: a dependency that grows the image past it is a decision.
-MAX_UNCOMPRESSED = 140 * MIB
+# The goal (120 MB uncompressed; docs/deploy.md reports 106.8 MiB): a dependency that grows the image
+# past it is a decision, taken in docs/deploy.md, not found later.
+MAX_UNCOMPRESSED = 120_000_000
 
 
 def _version() -> str:

@@ -1,14 +1,17 @@
 """The node image under containerd (CRI), as tests/integration/test_image_cri.py runs it: cold start
 and the upgrade gap.
 
-Each repeat builds a fresh simulated VPC node with its own containerd, imports build/cloud-cni-image.tar,
-runs the DaemonSet's sandbox and init containers from deploy/base/daemonset.yaml, then measures:
+Each repeat builds a fresh simulated VPC node with its own containerd and the fake API server in its
+netns (the daemon reads its in-cluster config and takes its startup taint off, as in the test),
+imports build/cloud-cni-image.tar, runs the DaemonSet's sandbox and init containers from
+deploy/base/daemonset.yaml, then measures:
 
 * cold start: CreateContainer + StartContainer of the ipamd container -> /healthz 200, and -> the
   first application pod's RunPodSandbox returning (an empty sim node: the pool fills on the way);
 * upgrade: with a loop of RunPodSandbox calls running (each failure retried at once, as a runtime
   would, only faster), StopContainer (SIGTERM, the manifest's grace period) + RemoveContainer +
-  CreateContainer + StartContainer from the image tagged under a second name. The gap is the last
+  CreateContainer + StartContainer from a second build of the image (build/cloud-cni-image-upgrade.tar,
+  another tag: ``ensure_upgrade_archive``, built first when stale, as the test does). The gap is the last
   RunPodSandbox that succeeded on the old daemon -> the first that succeeded on the new one; the
   socket gap is the time the daemon's Unix socket refused connections (probed every 5 ms). An ADD
   counts for the old daemon when it returned before the socket went, for the new one after it came
@@ -29,12 +32,19 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fakes import cri
+from tests.fakes.azure_tls import make_tls_files
 from tests.fakes.containerd import build_pause_image
-from tests.integration.test_image_cri import image_name, image_node, wait_healthy
+from tests.integration.test_image_cri import (
+    UPGRADE_ARCHIVE,
+    ensure_upgrade_archive,
+    image_node,
+    wait_healthy,
+)
 
 GAP_GOAL = 2.0
 
@@ -48,15 +58,16 @@ def serving(path: str) -> bool:
         return True
 
 
-def one_round(work: Path, pause: Path) -> dict[str, float]:
+def one_round(work: Path, pause: Path, tls: Any, second: str) -> dict[str, float]:
     out: dict[str, float] = {}
-    with image_node(work, pause) as n:
+    with image_node(work, pause, tls) as n:
+        n.runtime.ctr("images", "import", "--snapshotter", n.runtime.snapshotter, str(UPGRADE_ARCHIVE))
         n.pod.run_init_containers()
         start = time.monotonic()
         n.pod.start_ipamd()
         wait_healthy(n.pod, n.vpc.node)
         out["healthz"] = time.monotonic() - start
-        first = n.runtime.run_pod("first")
+        first = n.run_pod("first")
         out["first_pod"] = time.monotonic() - start
         pods = [first]
 
@@ -69,7 +80,7 @@ def one_round(work: Path, pause: Path) -> dict[str, float]:
             i = 0
             while not stop.is_set():
                 try:
-                    pods.append(n.runtime.run_pod(f"loop-{i}"))
+                    pods.append(n.run_pod(f"loop-{i}"))
                     ok_times.append(time.monotonic())
                 except cri.CriError:
                     pass
@@ -91,8 +102,6 @@ def one_round(work: Path, pause: Path) -> dict[str, float]:
         upgrade_at = time.monotonic()
         n.pod.stop_ipamd()
         out["stop"] = time.monotonic() - upgrade_at
-        second = image_name().replace(":", ":upgrade-", 1)
-        n.runtime.ctr("images", "tag", "--force", image_name(), second)
         n.pod.image = second
         started_at = time.monotonic()
         n.pod.start_ipamd(attempt=1)
@@ -122,10 +131,12 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=3, help="repeats (default 3)")
     args = parser.parse_args()
     pause = build_pause_image(Path(tempfile.gettempdir()) / "cc-bench-images")
+    second = ensure_upgrade_archive()
+    tls = make_tls_files(Path(tempfile.mkdtemp(prefix="cc-bench-tls-")))
     rounds = []
     for i in range(args.n):
         with tempfile.TemporaryDirectory(prefix="cc-imgcri-") as tmp:
-            r = one_round(Path(tmp), pause)
+            r = one_round(Path(tmp), pause, tls, second)
         print(f"round {i}: " + " ".join(f"{k}={v:.3f}s" for k, v in r.items()), flush=True)
         rounds.append(r)
     print(f"\n{args.n} repeats (median / max):")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ PROJECT = HERE.parent
 LOCK = HERE / "requirements.txt"
 REPOSITORY = "docker.io/library/cloud-cni"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # the OCI distribution spec's tag grammar
 
 T = TypeVar("T")
 
@@ -61,9 +63,13 @@ def image_config() -> dict[str, object]:
     }
 
 
-def build(out: Path, work: Path, *, relock: bool, log: Callable[[str], None]) -> dict[str, object]:
+def build(
+    out: Path, work: Path, *, relock: bool, log: Callable[[str], None], tag: str | None = None
+) -> dict[str, object]:
     epoch = source_date_epoch()
     version = project_version()
+    if tag is not None and not TAG.match(tag):
+        raise BuildError(f"--tag {tag!r}: a tag is 1-128 of A-Z a-z 0-9 _ . -, not starting with . or -")
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "LC_ALL": "C.UTF-8"}
     os.environ["SOURCE_DATE_EPOCH"] = str(epoch)  # the project's wheel (pip wheel) and anything else
     pip = [sys.executable, "-m", "pip"]
@@ -96,7 +102,7 @@ def build(out: Path, work: Path, *, relock: bool, log: Callable[[str], None]) ->
         "org.opencontainers.image.version": version,
         "org.opencontainers.image.licenses": "Apache-2.0",
     }
-    name = f"{REPOSITORY}:{version}"
+    name = f"{REPOSITORY}:{tag or version}"
     image = step(
         "archive",
         lambda: oci.write_archive(layer, out, name=name, epoch=epoch, config=image_config(), labels=labels),
@@ -126,13 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=PROJECT / "build/cloud-cni-image.tar")
     parser.add_argument("--work", type=Path, default=PROJECT / "build/image", help="scratch (kept: caches)")
     parser.add_argument("--lock", action="store_true", help="re-resolve image/requirements.txt first")
+    parser.add_argument("--tag", help="the image's tag (default: the version in pyproject.toml)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("image: the build needs root (chroot, files owned by other users)", file=sys.stderr)
         return 1
     start = time.monotonic()
     try:
-        result = build(args.out.resolve(), args.work.resolve(), relock=args.lock, log=print)
+        result = build(args.out.resolve(), args.work.resolve(), relock=args.lock, log=print, tag=args.tag)
     except BuildError as exc:
         print(f"image: {exc}", file=sys.stderr)
         return 1

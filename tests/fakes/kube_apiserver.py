@@ -7,7 +7,9 @@ imports the daemon, so the fake checks the client.
 
 Faithful to kube-apiserver (read from its source and the client's):
 
-- Authentication: every request needs ``Authorization: Bearer <token>``; else 401 with the Status
+- Authentication: every request needs ``Authorization: Bearer <token>``, the scheme in any case (the
+  apiserver's bearertoken authenticator: ``strings.Fields``, ``strings.ToLower(parts[0]) ==
+  "bearer"``; the client's in-cluster loader sends ``bearer``); else 401 with the Status
   ``{"message": "Unauthorized", "reason": "Unauthorized"}``.
 - Errors are ``Status`` objects shaped as apimachinery's ``errors.New*`` make them: NotFound
   (``nodes "x" not found``, ``details {name, group, kind=<resource>}``), AlreadyExists, Conflict
@@ -239,6 +241,16 @@ def status_body(
         body["details"] = details
     body["code"] = code
     return body
+
+
+def _bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization`` header, as kube-apiserver's bearer token authenticator reads
+    it (k8s.io/apiserver/pkg/authentication/request/bearertoken): whitespace-separated fields, the
+    first ``bearer`` in any case, the token the second; None when it is not a bearer header."""
+    parts = (header or "").split()
+    if len(parts) < 2 or parts[0].lower() != "bearer":
+        return None
+    return parts[1]
 
 
 class KubeError(Exception):
@@ -2166,7 +2178,7 @@ class KubeApiServer:
         delay = latency(record) if callable(latency) else float(latency)
         if delay > 0:
             time.sleep(delay)
-        if handler.headers.get("Authorization") != f"Bearer {self.token}":
+        if _bearer_token(handler.headers.get("Authorization")) != self.token:
             self._send(handler, record, 401, status_body(401, "Unauthorized", "Unauthorized"), {})
             return
         rule = self._take_rule(split.path, target.verb)

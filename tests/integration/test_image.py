@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import tomllib
@@ -115,3 +116,13 @@ def test_containerd_imports_and_runs_it(archives: tuple[Path, Path], containerd:
         "run", "--rm", "--snapshotter=native", name, "image-test", "sh", "-c", "id -u; cloud-cni version"
     )
     assert out.split() == ["65532", _version()]
+
+
+@pytest.mark.parametrize("tag", [".hidden", "-dash", "a/b", "x" * 129, ""])
+def test_a_tag_outside_the_grammar_is_refused_before_anything_is_built(tmp_path: Path, tag: str) -> None:
+    out, work = tmp_path / "out.tar", tmp_path / "work"
+    argv = [sys.executable, "-m", "image.build", f"--tag={tag}", f"--out={out}", f"--work={work}"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"--tag {tag!r}: a tag is 1-128 of A-Z a-z 0-9 _ . -" in done.stderr, done.stderr
+    assert not out.exists() and not work.exists()

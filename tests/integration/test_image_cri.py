@@ -13,6 +13,14 @@ table. One mount differs from the manifest: /var/run/netns stands for containerd
 container at that same path, because the daemon opens the path CNI_NETNS names (on a node, both are
 /var/run/netns). Not passed: the pod's seccomp profile (RuntimeDefault) and the resources.
 
+The cluster is the fake kube-apiserver (tests/fakes/kube_apiserver.py) listening on 127.0.0.1 in the
+node netns, with the Node (carrying the daemon's startup taint) and each application pod's Pod. Every
+container gets what kubelet gives a pod whose service account token is automounted (the manifest does
+not turn it off): KUBERNETES_SERVICE_HOST/PORT and the token, ca.crt and namespace read-only at
+/var/run/secrets/kubernetes.io/serviceaccount. So the daemon in the image finds its in-cluster config
+itself (KUBERNETES_INTEGRATION is the manifest's), and every request it makes is checked against the
+ClusterRole of deploy/rbac.yaml.
+
 The image is build/cloud-cni-image.tar: built with `./dev image` first when it is missing or older
 than the sources it is built from (a fresh clone: once, ~45 s); a failed build fails the test, it
 never skips.
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -30,7 +39,7 @@ import threading
 import time
 import tomllib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,12 +49,14 @@ import yaml
 
 from tests.fakes import cri
 from tests.fakes.containerd import Containerd, Pod
+from tests.fakes.kube_apiserver import KubeApiServer
+from tests.fakes.rbac import assert_allowed, load_rules
 from tests.fakes.vpc import VPC_CIDR, VPC_PEER, EchoServer, Vpc, netns_urlopen, read_sysctl, vpc_topology
 
 from .conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
-pytest_plugins = ["tests.fakes.containerd"]  # pause_image
+pytest_plugins = ["tests.fakes.containerd", "tests.fakes.kube_apiserver"]  # pause_image, kube_tls
 
 ARCHIVE = ROOT / "build" / "cloud-cni-image.tar"
 MANIFEST = ROOT / "deploy" / "base" / "daemonset.yaml"
@@ -53,6 +64,12 @@ CONFIGMAPS = ROOT / "deploy" / "base" / "configmap.yaml"
 NODE_NETNS_DIR = "/var/run/netns"
 NODE_NAME = "node-1"
 HEALTHZ = "http://127.0.0.1:61679/healthz"  # the manifest's probe, in the node netns
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # where kubelet mounts the token
+STARTUP_TAINT = {
+    "key": "node.cloud-cni.io/agent-not-ready",
+    "effect": "NoSchedule",
+}  # STARTUP_TAINT's default
+RULES = load_rules(ROOT / "deploy" / "rbac.yaml")
 TCP_CLIENT = (
     "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5);"
     "s.sendall(b'ping\\n'); print(s.recv(200).decode())"
@@ -109,8 +126,11 @@ class NodeDirs:
 class DaemonSetPod:
     """The DaemonSet's pod on the test's node: sandbox, init containers, the ipamd container."""
 
-    def __init__(self, runtime: Containerd, dirs: NodeDirs, work: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, runtime: Containerd, dirs: NodeDirs, work: Path, env: dict[str, str], service_account: Path
+    ) -> None:
         self.runtime, self.dirs, self.work, self.extra_env = runtime, dirs, work, env
+        self.service_account = service_account  # token, ca.crt, namespace: kubelet's projected volume
         self.spec = pod_spec()
         self.logs = work / "pod-logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -183,6 +203,14 @@ class DaemonSetPod:
                     "propagation": propagation,
                 }
             )
+        mounts.append(
+            {
+                "container_path": SERVICE_ACCOUNT_DIR,
+                "host_path": str(self.service_account),
+                "readonly": True,
+                "propagation": "PROPAGATION_PRIVATE",
+            }
+        )
         env: dict[str, str] = {}
         for ref in container.get("envFrom", []):
             env.update(configmaps()[ref["configMapRef"]["name"]])
@@ -248,6 +276,16 @@ class DaemonSetPod:
         self.runtime.cri.call("RemoveContainer", {"container_id": self.ipamd_id})
 
 
+def wait_for(
+    predicate: Callable[[], Any], what: str, timeout: float = 30.0, detail: Callable[[], Any] = lambda: ""
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s: {detail()}"
+        time.sleep(0.05)
+    return value
+
+
 def healthz(node_netns: str) -> int:
     try:
         with netns_urlopen(node_netns, HEALTHZ, timeout=1) as r:
@@ -277,15 +315,32 @@ class Node:
     runtime: Containerd
     dirs: NodeDirs
     pod: DaemonSetPod
+    api: KubeApiServer
+
+    def run_pod(self, name: str) -> Pod:
+        """An application pod as kubelet starts one: its Pod is in the API (bound to this node) first."""
+        pod = self.api.get("pods", "default", name)
+        if pod is None:
+            pod = self.api.add_pod("default", name, NODE_NAME, uid=str(uuid.uuid4()))
+        return self.runtime.run_pod(name, uid=pod["metadata"]["uid"])
+
+    def startup_taint(self) -> bool:
+        node = self.api.get("nodes", None, NODE_NAME)
+        assert node is not None
+        return any(t.get("key") == STARTUP_TAINT["key"] for t in node.get("spec", {}).get("taints") or [])
 
 
 _SOURCES = ("ipamd", "shim", "image", "bin", "pyproject.toml")
+# The rolling update's second image: another build (an hour later by SOURCE_DATE_EPOCH, so another
+# layer and image ID) under another tag, as a release's image would be.
+UPGRADE_ARCHIVE = ROOT / "build" / "cloud-cni-image-upgrade.tar"
+UPGRADE_TAG_SUFFIX = "-upgrade"
 
 
-def ensure_archive() -> None:
-    """``./dev image`` unless build/cloud-cni-image.tar is newer than every file it is built from."""
-    if ARCHIVE.exists():
-        built = ARCHIVE.stat().st_mtime
+def ensure_archive(archive: Path = ARCHIVE, *args: str, env: dict[str, str] | None = None) -> None:
+    """``./dev image --out archive args`` unless ``archive`` is newer than every file it is built from."""
+    if archive.exists():
+        built = archive.stat().st_mtime
         newest = max(
             (
                 p.stat().st_mtime
@@ -298,19 +353,48 @@ def ensure_archive() -> None:
         if built > newest:
             return
     done = subprocess.run(
-        [str(ROOT / "dev"), "image"], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+        [str(ROOT / "dev"), "image", f"--out={archive}", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
-    assert done.returncode == 0 and ARCHIVE.exists(), done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0 and archive.exists(), done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def ensure_upgrade_archive() -> str:
+    """The second build (``UPGRADE_ARCHIVE``); its image name."""
+    epoch = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=ROOT, capture_output=True, check=True)
+    tag = image_name().split(":", 1)[1] + UPGRADE_TAG_SUFFIX
+    work = ROOT / "build" / "image-upgrade"
+    ensure_archive(
+        UPGRADE_ARCHIVE,
+        f"--tag={tag}",
+        f"--work={work}",
+        env={"SOURCE_DATE_EPOCH": str(int(epoch.stdout) + 3600)},
+    )
+    return image_name().split(":", 1)[0] + ":" + tag
 
 
 @contextlib.contextmanager
-def image_node(work: Path, pause_image: Path) -> Iterator[Node]:
-    """The simulated VPC's node with the test's containerd (pods' netns in /var/run/netns), the
-    image imported, and the DaemonSet's pod's sandbox made; nothing started in it yet."""
+def image_node(work: Path, pause_image: Path, kube_tls: Any) -> Iterator[Node]:
+    """The simulated VPC's node with the test's containerd (pods' netns in /var/run/netns), the fake
+    API server in its netns with the Node (startup-tainted), the image imported, and the DaemonSet's
+    pod's sandbox made; nothing started in it yet. At the end, every request the daemon made must be
+    one deploy/rbac.yaml allows."""
     ensure_archive()
     run_dir = work / "node" / "var-run-cloud-cni"
     run_dir.mkdir(parents=True)
     with vpc_topology(run_dir / "sim-state.json", instance_type="m5.large") as vpc:
+        api = KubeApiServer(tls=kube_tls, netns=vpc.node).start()
+        api.add_node(NODE_NAME, internal_ip=vpc.node_ip, taints=[STARTUP_TAINT])
+        service_account = work / "serviceaccount"
+        service_account.mkdir()
+        (service_account / "token").write_text(api.token)
+        (service_account / "ca.crt").write_bytes(Path(api.ca_path).read_bytes())
+        (service_account / "namespace").write_text("kube-system")
         runtime = Containerd(work / f"ctrd-{secrets.token_hex(2)}", vpc.node, image_archive=pause_image)
         pod: DaemonSetPod | None = None
         netns_dir: Path | None = None
@@ -338,10 +422,11 @@ def image_node(work: Path, pause_image: Path) -> Iterator[Node]:
                 }
             )
             env = {
+                # What kubelet sets in every container of the pod: the API server's service.
+                "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                "KUBERNETES_SERVICE_PORT": str(api.port),
                 "CLOUD_PROVIDER": "sim",
                 "DATAPATH": "linux",
-                "NODE_NAME": NODE_NAME,
-                "KUBERNETES_INTEGRATION": "off",
                 "SIM_INSTANCE_TYPE": vpc.instance_type,
                 "SIM_SUBNET_CIDR": vpc.subnet,
                 "SIM_VPC_CIDR": VPC_CIDR,
@@ -350,9 +435,9 @@ def image_node(work: Path, pause_image: Path) -> Iterator[Node]:
                 "MINIMUM_IP_TARGET": "6",
                 "WARM_IP_TARGET": "1",
             }
-            pod = DaemonSetPod(runtime, dirs, work, env)
+            pod = DaemonSetPod(runtime, dirs, work, env, service_account)
             pod.run_sandbox()
-            yield Node(vpc, runtime, dirs, pod)
+            yield Node(vpc, runtime, dirs, pod, api)
         finally:
             if pod is not None and pod.sandbox_id:  # as kubelet does when the pod is deleted
                 with contextlib.suppress(cri.CriError):
@@ -361,15 +446,18 @@ def image_node(work: Path, pause_image: Path) -> Iterator[Node]:
             if netns_dir is not None:  # the bind mount made here; pods' mounts inside are the fake's
                 subprocess.run(["umount", str(netns_dir)], check=False, capture_output=True)
             runtime.stop()
+            api.stop()
         assert runtime.forced == [], f"teardown had to force: {runtime.forced}"
+        assert api.requests, "the daemon in the image made no request to the API server"
+        assert_allowed(RULES, api.requests)
     assert vpc.agent is not None
     assert not vpc.agent.errors, vpc.agent.errors
 
 
 def test_the_daemonset_pod_runs_and_application_pods_get_addresses_with_traffic(
-    tmp_path: Path, pause_image: Path
+    tmp_path: Path, pause_image: Path, kube_tls: Any
 ) -> None:
-    with image_node(tmp_path, pause_image) as n:
+    with image_node(tmp_path, pause_image, kube_tls) as n:
         assert n.pod.run_init_containers() == [("node-init", 0), ("install-cni", 0)]
         # install-cni wrote the plugin into the node's bin dir and the conflist into its net.d.
         assert (n.runtime.bin_dir / "cloud-cni").exists()
@@ -378,11 +466,21 @@ def test_the_daemonset_pod_runs_and_application_pods_get_addresses_with_traffic(
         assert conf["plugins"][0]["ipamdSocket"] == n.dirs.host("/var/run/cloud-cni/ipamd.sock")
         assert read_sysctl(n.vpc.node, "net.ipv4.ip_forward") == "1", "node-init set it in the node netns"
 
+        assert n.startup_taint()
         n.pod.start_ipamd()
         wait_healthy(n.pod, n.vpc.node)
         assert n.pod.status(n.pod.ipamd_id)["state"] == "CONTAINER_RUNNING"
+        # The daemon found the in-cluster config kubelet gave it, and took its startup taint off the Node.
+        k8s = wait_for(
+            lambda: (k := get(n.vpc.node, "/v1/k8s"))["api"]["reachable"] and k,
+            "the API reached",
+            detail=lambda: (get(n.vpc.node, "/v1/k8s"), n.pod.log("ipamd")[-3000:]),
+        )
+        assert k8s["integration"] == "on" and k8s["node"] == NODE_NAME, k8s
+        assert k8s["api"]["host"] == f"https://127.0.0.1:{n.api.port}", k8s
+        wait_for(lambda: not n.startup_taint(), "the startup taint removed")
 
-        app = n.runtime.run_pod("web-0")
+        app = n.run_pod("web-0")
         held = {a["ip"]: a for a in get(n.vpc.node, "/v1/assignments")}
         assert app.ip in held and held[app.ip]["container_id"] == app.sandbox_id, (app, held)
         with EchoServer(n.vpc.vpc_peer):
@@ -490,7 +588,7 @@ class PluginHammer:
         return "CHECK"
 
     def _pods(self, i: int) -> str:
-        pod = self.n.runtime.run_pod(f"during-{i}")
+        pod = self.n.run_pod(f"during-{i}")
         assert pod.ip, pod
         if len(self.pods) < self.keep:
             self.pods.append(pod)
@@ -519,26 +617,29 @@ class PluginHammer:
 
 
 def test_a_rolling_update_restarts_the_daemon_from_a_second_image_and_pods_keep_their_addresses(
-    tmp_path: Path, pause_image: Path
+    tmp_path: Path, pause_image: Path, kube_tls: Any
 ) -> None:
-    """install-cni re-runs from a second image (the same archive tagged under a second name, as `ctr
-    images tag` makes it) while pods are started, CHECKed and the plugin exec'd and read: none sees a
-    missing or partial plugin, tree or conflist. Then the old ipamd container gets SIGTERM within the
-    grace period (StopContainer) and a new one starts from the second image; the checkpoint carries
-    over through the run-dir hostPath."""
-    with image_node(tmp_path, pause_image) as n:
+    """install-cni re-runs from a second image (another build, under another tag) while pods are
+    started, CHECKed and the plugin exec'd and read: none sees a missing or partial plugin, tree or
+    conflist. Then the old ipamd container gets SIGTERM within the grace period (StopContainer); with
+    no daemon serving, an ADD fails "try again later" and a pod's DEL is queued (StopPodSandbox
+    succeeds); a new ipamd container starts from the second image: the checkpoint carries over through
+    the run-dir hostPath, the queued DEL is applied, the runtime's retried ADD succeeds."""
+    second = ensure_upgrade_archive()
+    with image_node(tmp_path, pause_image, kube_tls) as n:
         n.pod.run_init_containers()
         n.pod.start_ipamd()
         wait_healthy(n.pod, n.vpc.node)
-        apps = [n.runtime.run_pod(f"web-{i}") for i in range(3)]
+        apps = [n.run_pod(f"web-{i}") for i in range(3)]
         assert {a["ip"]: a["container_id"] for a in get(n.vpc.node, "/v1/assignments")} == {
             a.ip: a.sandbox_id for a in apps
         }
 
         # The plugin upgrade: install-cni from the second image, the old daemon serving throughout.
-        second = image_name().replace(":", ":upgrade-", 1)
-        n.runtime.ctr("images", "tag", image_name(), second)
+        n.runtime.ctr("images", "import", "--snapshotter", n.runtime.snapshotter, str(UPGRADE_ARCHIVE))
         n.runtime._wait(lambda: n.runtime.cri.call("ImageStatus", {"image": {"image": second}}).get("image"))
+        first_id = n.runtime.cri.call("ImageStatus", {"image": {"image": image_name()}})["image"]["id"]
+        assert n.runtime.cri.call("ImageStatus", {"image": {"image": second}})["image"]["id"] != first_id
         n.pod.image = second
         plugin = n.runtime.bin_dir / "cloud-cni"
         [conflist] = [p for p in n.runtime.conf_dir.iterdir() if p.suffix == ".conflist"]
@@ -557,7 +658,9 @@ def test_a_rolling_update_restarts_the_daemon_from_a_second_image_and_pods_keep_
         # The second run happened and replaced both files (a rename: new inodes), with the same bits.
         log = n.pod.log("install-cni", 1)
         assert "installed /host/opt/cni/bin/cloud-cni" in log and "10-cloud-cni.conflist" in log, log
-        assert "(already there)" in log, log  # the same bits: the first run's tree, checked and kept
+        assert "(already there)" in log, (
+            log
+        )  # the same runtime's bits: the first run's tree, checked and kept
         assert plugin.stat().st_ino != old_inodes[0] and conflist.stat().st_ino != old_inodes[1]
         assert plugin.read_bytes() == old_plugin and conflist.read_bytes() == old_conf
         match = TREE_IN_PLUGIN.search(plugin.read_bytes())
@@ -574,7 +677,13 @@ def test_a_rolling_update_restarts_the_daemon_from_a_second_image_and_pods_keep_
 
         # An ADD with no daemon serving: a CNI error kubelet retries ("try again later").
         with pytest.raises(cri.CriError, match=r"daemon is not reachable.*try again later"):
-            n.runtime.run_pod("in-the-gap")
+            n.run_pod("in-the-gap")
+        # A pod deleted with no daemon serving: its DEL is queued on the node and the pod goes.
+        leaving = apps.pop()
+        n.runtime.stop_pod(leaving)
+        n.runtime.remove_pod(leaving)
+        spool = Path(n.dirs.host("/var/run/cloud-cni/del-spool"))
+        assert [p for p in spool.iterdir() if p.is_file()], "the DEL is queued"
         n.pod.start_ipamd(attempt=1)
         wait_healthy(n.pod, n.vpc.node)
         status = n.pod.status(n.pod.ipamd_id)
@@ -582,13 +691,19 @@ def test_a_rolling_update_restarts_the_daemon_from_a_second_image_and_pods_keep_
         assert second in tagged["repo_tags"] and status["image_ref"] == tagged["id"], status
         assert status["state"] == "CONTAINER_RUNNING" and status["metadata"]["attempt"] == 1
 
+        # The queued DEL applied (the daemon drains the queue as it starts); every other pod kept its address.
+        wait_for(
+            lambda: leaving.ip not in {a["ip"] for a in get(n.vpc.node, "/v1/assignments")}, "queued DEL"
+        )
+        assert not [p for p in spool.iterdir() if p.is_file()], "the queue is empty"
         after = {a["ip"]: a["container_id"] for a in get(n.vpc.node, "/v1/assignments")}
+        del before[leaving.ip]
         assert after == before, "running pods keep their addresses"
         for app in apps:
             done = cni_check(n, app)
             assert done.returncode == 0 and done.stdout == "", (app.name, done.stdout, done.stderr)
-        retried = n.runtime.run_pod("in-the-gap")  # the runtime's retry, now served
-        more = [retried, *(n.runtime.run_pod(f"web-{i}") for i in range(3, 5))]
+        retried = n.run_pod("in-the-gap")  # the runtime's retry, now served
+        more = [retried, *(n.run_pod(f"web-{i}") for i in range(3, 5))]
         ips = [p.ip for p in apps + more]
         assert len(set(ips)) == len(ips), f"an address handed out twice: {ips}"
         for app in apps + more:  # before, during and after the plugin upgrade: CHECK, then DEL

@@ -20,6 +20,7 @@ import pytest
 import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client import ApiClient, ApiException
+from kubernetes.config import incluster_config
 
 from tests.fakes.azure_tls import make_tls_files
 from tests.fakes.kube_apiserver import (
@@ -181,8 +182,26 @@ def test_a_client_trusting_another_ca_fails_the_handshake(kube: KubeApiServer, t
     assert kube.requests == []
 
 
+def test_the_in_cluster_config_authenticates_as_the_apiserver_reads_the_header(
+    kube: KubeApiServer, tmp_path: Path
+) -> None:
+    """The client's in-cluster loader sends ``authorization: bearer <token>`` (lower-case scheme): the
+    apiserver's authenticator takes the scheme in any case, so must the fake."""
+    (tmp_path / "token").write_text(kube.token)
+    (tmp_path / "ca.crt").write_bytes(Path(kube.ca_path).read_bytes())
+    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(kube.port)}
+    cfg = client.Configuration()
+    loader = incluster_config.InClusterConfigLoader(
+        token_filename=str(tmp_path / "token"), cert_filename=str(tmp_path / "ca.crt"), environ=env
+    )
+    loader.load_and_set(cfg)
+    assert cfg.api_key["BearerToken"] == f"bearer {kube.token}"
+    with ApiClient(cfg) as api_client:
+        assert client.CoreV1Api(api_client).read_node("node-a").metadata.name == "node-a"
+
+
 def test_requests_without_the_bearer_token_get_401(kube: KubeApiServer) -> None:
-    for token in (None, "Bearer not-the-token"):
+    for token in (None, "Bearer not-the-token", f"Basic {kube.token}", "Bearer", f"{kube.token}"):
         cfg = client.Configuration(host=kube.url)
         cfg.ssl_ca_cert = kube.ca_path
         if token:
@@ -193,7 +212,7 @@ def test_requests_without_the_bearer_token_get_401(kube: KubeApiServer) -> None:
         assert (err.value.status, body["reason"], body["message"]) == (401, "Unauthorized", "Unauthorized")
     assert [(r.verb, r.resource, r.name, r.status) for r in kube.requests] == [
         ("get", "nodes", "node-a", 401)
-    ] * 2
+    ] * 5
 
 
 # --- reads ---------------------------------------------------------------------------------------

@@ -646,6 +646,10 @@ def test_a_rolling_update_restarts_the_daemon_from_a_second_image_and_pods_keep_
         old_plugin, old_conf = plugin.read_bytes(), conflist.read_bytes()
         old_inodes = (plugin.stat().st_ino, conflist.stat().st_ino)
         with PluginHammer(n, apps) as hammer:
+            # The new pod's init containers in order: node-init again (its settings already there), then
+            # install-cni; only install-cni's window is counted below.
+            n.pod.run_init_container("node-init", attempt=1)
+            assert read_sysctl(n.vpc.node, "net.ipv4.ip_forward") == "1"
             opened = time.monotonic()
             n.pod.run_init_container("install-cni", attempt=1)
             closed = time.monotonic()

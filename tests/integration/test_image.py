@@ -5,14 +5,17 @@ runs its own checks in the root (image/checks.py: every ELF's libraries, every i
 as the image's user, the AWS and Azure clients made, `cloud-cni install-shim` and the plugin it
 installs), and writes the archive. Here: the same inputs give the same archive; the archive's blobs
 match their digests; it is named as deploy/base/kustomization.yaml's image resolves; containerd
-imports it and runs `cloud-cni version` in it as the image's unprivileged user.
+imports it and runs `cloud-cni version` in it as the image's unprivileged user; skopeo reads it and
+converts it to a docker-archive (what `docker load` reads), which containerd imports and runs too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import tomllib
@@ -89,6 +92,13 @@ def containerd() -> Iterator[Path]:
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
+def ctr(containerd: Path, *args: str) -> str:
+    argv = ["ctr", "--address", str(containerd), *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, f"{' '.join(argv)}: {done.stderr}"
+    return done.stdout
+
+
 def test_same_inputs_give_the_same_archive(archives: tuple[Path, Path]) -> None:
     first, second = archives
     assert first.read_bytes() == second.read_bytes()
@@ -103,19 +113,53 @@ def test_the_archive_is_the_image_the_manifests_name(archives: tuple[Path, Path]
 
 
 def test_containerd_imports_and_runs_it(archives: tuple[Path, Path], containerd: Path) -> None:
-    def ctr(*args: str) -> str:
-        argv = ["ctr", "--address", str(containerd), *args]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-        assert done.returncode == 0, f"{' '.join(argv)}: {done.stderr}"
-        return done.stdout
-
     name = f"docker.io/library/cloud-cni:{_version()}"
-    ctr("images", "import", "--snapshotter=native", str(archives[0]))
-    assert name in ctr("images", "ls", "-q").split()
+    ctr(containerd, "images", "import", "--snapshotter=native", str(archives[0]))
+    assert name in ctr(containerd, "images", "ls", "-q").split()
     out = ctr(
-        "run", "--rm", "--snapshotter=native", name, "image-test", "sh", "-c", "id -u; cloud-cni version"
+        containerd,
+        "run",
+        "--rm",
+        "--snapshotter=native",
+        name,
+        "image-test",
+        "sh",
+        "-c",
+        "id -u; cloud-cni version",
     )
     assert out.split() == ["65532", _version()]
+
+
+def test_skopeo_reads_it_and_converts_it_to_what_docker_load_reads(
+    archives: tuple[Path, Path], containerd: Path, tmp_path: Path
+) -> None:
+    """Another implementation of the formats: skopeo (containers/image) inspects the archive, as a
+    push to a registry would read it (docs/deploy.md: ``skopeo copy oci-archive:...``), and copies it
+    to a docker-archive, the format ``docker load`` reads, checking every blob's digest on the way;
+    containerd imports that one and runs it."""
+    summary = oci.inspect(archives[0])
+
+    def skopeo(*args: str) -> str:
+        done = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, f"skopeo {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    info = json.loads(skopeo("inspect", f"oci-archive:{archives[0]}"))
+    assert info["Digest"] == summary.manifest_digest
+    assert (info["Os"], info["Architecture"], len(info["Layers"])) == ("linux", "amd64", 1)
+    assert info["Labels"]["org.opencontainers.image.version"] == _version()
+    name = f"docker.io/library/cloud-cni:{_version()}-docker"
+    docker_tar = tmp_path / "docker.tar"
+    skopeo("copy", "--quiet", f"oci-archive:{archives[0]}", f"docker-archive:{docker_tar}:{name}")
+    with tarfile.open(docker_tar) as tar:
+        [entry] = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert entry["RepoTags"] == [name], entry
+
+    ctr(containerd, "images", "import", "--snapshotter=native", str(docker_tar))
+    out = ctr(
+        containerd, "run", "--rm", "--snapshotter=native", name, "image-test-docker", "cloud-cni", "version"
+    )
+    assert out.split() == [_version()]
 
 
 @pytest.mark.parametrize("tag", [".hidden", "-dash", "a/b", "x" * 129, ""])

@@ -113,7 +113,9 @@ The fake's choices (where it is not kube-apiserver):
   compacted: the fake keeps no old snapshots).
 - Bookmarks default to every second (kube: about a minute); a watch never times out unless asked
   (kube: 30-60 min); an RV ahead of the server waits ``too_large_rv_wait`` (default 0.2 s; kube 3 s).
-- Events are not garbage-collected (kube: 1 h TTL). No admission, no RBAC (use the request log).
+- Events are not garbage-collected (kube: 1 h TTL). No RBAC (use the request log). Admission only as
+  given: ``admission`` validates every UPDATE (tests/fakes/admission.py runs deploy/admission-policy.yaml),
+  with ``user_info`` as the token's user; none by default.
 - A namespace is deleted at once, in the order above, without the controller's intermediate writes
   (the ``finalize`` update, ``status.conditions``); its pods go without a graceful phase. A
   NetworkPolicy spec is defaulted but not validated.
@@ -175,7 +177,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -1550,8 +1552,16 @@ class KubeApiServer:
         bookmark_interval: float = 1.0,
         max_history: int | None = None,
         netns: str | None = None,
+        admission: Callable[[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None], Sequence[str]]
+        | None = None,
+        user_info: dict[str, Any] | None = None,
     ) -> None:
         self.tls = tls or shared_tls_files()
+        # Validating admission of every UPDATE (PUT and PATCH): (AdmissionRequest, old, new) -> denial
+        # messages, as a ValidatingAdmissionPolicy (tests/fakes/admission.py); ``user_info`` is the
+        # token's user the request carries.
+        self.admission = admission
+        self.user_info = user_info or {"username": "kubernetes-admin", "groups": ["system:masters"]}
         self.netns = netns  # listen on 127.0.0.1 inside this named network namespace (a test's node)
         self.token = token or secrets.token_urlsafe(24)
         self.bookmark_interval = bookmark_interval
@@ -2517,8 +2527,10 @@ class KubeApiServer:
         cur: dict[str, Any],
         *,
         dry_run: bool,
+        patch: bool = False,
     ) -> dict[str, Any]:
-        """The common tail of PUT and PATCH, under the lock: preconditions, system fields, validation."""
+        """The common tail of PUT and PATCH, under the lock: preconditions, system fields, validation,
+        admission."""
         meta = new["metadata"]
         if meta.get("name") and meta["name"] != name:
             raise _bad_request(
@@ -2549,10 +2561,52 @@ class KubeApiServer:
             else:
                 new.pop("status", None)
         self._validate(res, new, cur)
+        self._admit(res, name, namespace, cur, new, dry_run=dry_run, patch=patch)
         meta["resourceVersion"] = cur_meta["resourceVersion"]
         if _strip_rv(new) == _strip_rv(cur) or dry_run:
             return copy.deepcopy(new if dry_run else cur)
         return self._commit(res, new, "MODIFIED", cur)
+
+    def _admit(
+        self,
+        res: _Resource,
+        name: str,
+        namespace: str,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        *,
+        dry_run: bool,
+        patch: bool,
+    ) -> None:
+        """Validating admission of an UPDATE, after the object's validation, as the API server orders
+        them; a denial is the 403 a ValidatingAdmissionPolicy's (reason Forbidden) makes."""
+        if self.admission is None:
+            return
+        gvk = {"group": res.group, "version": res.version, "kind": res.kind}
+        gvr = {"group": res.group, "version": res.version, "resource": res.plural}
+        request: dict[str, Any] = {
+            "uid": str(uuid.uuid4()),
+            "kind": gvk,
+            "resource": gvr,
+            "requestKind": gvk,
+            "requestResource": gvr,
+            "name": name,
+            "operation": "UPDATE",  # a PATCH is admitted as an UPDATE
+            "userInfo": copy.deepcopy(self.user_info),
+            "dryRun": dry_run,
+            "options": {"kind": "PatchOptions" if patch else "UpdateOptions", "apiVersion": "meta.k8s.io/v1"},
+        }
+        if namespace:
+            request["namespace"] = namespace
+        denials = list(self.admission(request, copy.deepcopy(old), copy.deepcopy(new)))
+        if denials:
+            policy = getattr(self.admission, "policy_name", "policy")
+            binding = getattr(self.admission, "binding_name", "binding")
+            message = (
+                f"{res.qualified} \"{name}\" is forbidden: ValidatingAdmissionPolicy '{policy}' with binding "
+                f"'{binding}' denied request: {denials[0]}"
+            )
+            raise KubeError(403, "Forbidden", message, _details(res, name))
 
     def _update(self, res: _Resource, namespace: str, name: str, body: Any, dry_run: bool) -> dict[str, Any]:
         new = self._decode_body(res, body)
@@ -2600,7 +2654,7 @@ class KubeApiServer:
                     [_invalid_field("patch", json.dumps(patched, separators=(",", ":")), str(err))],
                 ) from None
             new["kind"], new["apiVersion"] = res.kind, res.api_version
-            return self._apply_update(res, namespace, name, new, cur, dry_run=dry_run)
+            return self._apply_update(res, namespace, name, new, cur, dry_run=dry_run, patch=True)
 
     def _delete(self, res: _Resource, namespace: str, name: str, dry_run: bool) -> dict[str, Any]:
         with self._lock:

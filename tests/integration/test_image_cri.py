@@ -48,6 +48,7 @@ import pytest
 import yaml
 
 from tests.fakes import cri
+from tests.fakes.admission import Admission, pod_token_user
 from tests.fakes.containerd import Containerd, Pod
 from tests.fakes.kube_apiserver import KubeApiServer
 from tests.fakes.rbac import assert_allowed, load_rules
@@ -316,6 +317,7 @@ class Node:
     dirs: NodeDirs
     pod: DaemonSetPod
     api: KubeApiServer
+    admission: Admission
 
     def run_pod(self, name: str) -> Pod:
         """An application pod as kubelet starts one: its Pod is in the API (bound to this node) first."""
@@ -388,7 +390,12 @@ def image_node(work: Path, pause_image: Path, kube_tls: Any) -> Iterator[Node]:
     run_dir = work / "node" / "var-run-cloud-cni"
     run_dir.mkdir(parents=True)
     with vpc_topology(run_dir / "sim-state.json", instance_type="m5.large") as vpc:
-        api = KubeApiServer(tls=kube_tls, netns=vpc.node).start()
+        # The token is the pod's: its user carries the node it was issued on, which the admission
+        # policy (deploy/admission-policy.yaml, run on every update) compares with the Node patched.
+        admission = Admission()
+        api = KubeApiServer(
+            tls=kube_tls, netns=vpc.node, admission=admission, user_info=pod_token_user(NODE_NAME)
+        ).start()
         api.add_node(NODE_NAME, internal_ip=vpc.node_ip, taints=[STARTUP_TAINT])
         service_account = work / "serviceaccount"
         service_account.mkdir()
@@ -437,7 +444,7 @@ def image_node(work: Path, pause_image: Path, kube_tls: Any) -> Iterator[Node]:
             }
             pod = DaemonSetPod(runtime, dirs, work, env, service_account)
             pod.run_sandbox()
-            yield Node(vpc, runtime, dirs, pod, api)
+            yield Node(vpc, runtime, dirs, pod, api, admission)
         finally:
             if pod is not None and pod.sandbox_id:  # as kubelet does when the pod is deleted
                 with contextlib.suppress(cri.CriError):
@@ -450,6 +457,8 @@ def image_node(work: Path, pause_image: Path, kube_tls: Any) -> Iterator[Node]:
         assert runtime.forced == [], f"teardown had to force: {runtime.forced}"
         assert api.requests, "the daemon in the image made no request to the API server"
         assert_allowed(RULES, api.requests)
+        denied = [(name, v.denials) for name, _, v in admission.decisions if not v.allowed]
+        assert denied == [], f"the admission policy denied the daemon: {denied}"
     assert vpc.agent is not None
     assert not vpc.agent.errors, vpc.agent.errors
 
@@ -479,6 +488,10 @@ def test_the_daemonset_pod_runs_and_application_pods_get_addresses_with_traffic(
         assert k8s["integration"] == "on" and k8s["node"] == NODE_NAME, k8s
         assert k8s["api"]["host"] == f"https://127.0.0.1:{n.api.port}", k8s
         wait_for(lambda: not n.startup_taint(), "the startup taint removed")
+        # ... by a patch the admission policy matched and admitted (RBAC alone would allow any change).
+        assert [(name, v.matched, v.allowed) for name, _, v in n.admission.decisions] == [
+            (NODE_NAME, True, True)
+        ]
 
         app = n.run_pod("web-0")
         held = {a["ip"]: a for a in get(n.vpc.node, "/v1/assignments")}

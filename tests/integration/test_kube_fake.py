@@ -22,6 +22,7 @@ from kubernetes import client, config, watch
 from kubernetes.client import ApiClient, ApiException
 from kubernetes.config import incluster_config
 
+from tests.fakes.admission import Admission, pod_token_user
 from tests.fakes.azure_tls import make_tls_files
 from tests.fakes.kube_apiserver import (
     ENICONFIG_GROUP,
@@ -1223,3 +1224,45 @@ def test_request_log_records_rbac_verbs(
     assert patch.content_type == "application/json-patch+json" and patch.method == "PATCH"
     assert patch.path == "/api/v1/nodes/node-a" and patch.user_agent.startswith("OpenAPI-Generator/")
     assert kube.errors == []
+
+
+# --- admission -----------------------------------------------------------------------------------
+
+
+def test_an_admission_policy_sees_every_update_and_its_denial_is_the_apiservers_403(
+    kube_tls: Any, tmp_path: Path
+) -> None:
+    """deploy/admission-policy.yaml in the fake: the daemon's token may take the startup taint off its
+    own Node and change nothing else; the denial is a 403 Forbidden naming the policy and binding."""
+    admission = Admission()
+    server = KubeApiServer(tls=kube_tls, admission=admission, user_info=pod_token_user("node-a")).start()
+    try:
+        startup = {"key": "node.cloud-cni.io/agent-not-ready", "effect": "NoSchedule"}
+        server.add_node("node-a", taints=[startup, TAINT_A])
+        server.add_node("node-b", taints=[startup])
+        api_client = config.new_client_from_config(config_file=server.kubeconfig(tmp_path / "kubeconfig"))
+        with api_client:
+            core = client.CoreV1Api(api_client)
+            for name, body in (
+                ("node-a", {"metadata": {"labels": {"x": "y"}}}),  # not a taint
+                ("node-b", {"spec": {"taints": []}}),  # another node's
+            ):
+                with pytest.raises(ApiException) as err:
+                    core.patch_node(name, body)
+                status = _status(err.value)
+                assert (err.value.status, status["reason"]) == (403, "Forbidden"), status
+                assert status["message"].startswith(
+                    f"nodes \"{name}\" is forbidden: ValidatingAdmissionPolicy '{admission.policy_name}' "
+                    f"with binding '{admission.binding_name}' denied request: "
+                ), status
+            core.patch_node("node-a", {"spec": {"taints": [TAINT_A]}})
+        node_a, node_b = server.get("nodes", None, "node-a"), server.get("nodes", None, "node-b")
+        assert node_a is not None and node_b is not None
+        assert node_a["spec"]["taints"] == [TAINT_A] and node_b["spec"]["taints"] == [startup]
+        assert [(n, op, v.matched, v.allowed) for n, op, v in admission.decisions] == [
+            ("node-a", "UPDATE", True, False),
+            ("node-b", "UPDATE", True, False),
+            ("node-a", "UPDATE", True, True),
+        ]
+    finally:
+        server.stop()

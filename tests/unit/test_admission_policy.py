@@ -1,22 +1,10 @@
 """deploy/admission-policy.yaml: the ValidatingAdmissionPolicy that narrows the cloud-cni service
 account's cluster-wide ``patch nodes`` to "remove the startup taint from your own node".
 
-Every matchCondition, variable, validation and messageExpression of the policy is compiled with celpy
-(cel-python) and evaluated against a table of admission requests, the way the API server's
-ValidatingAdmissionPolicy plugin evaluates them:
-
-* ``object`` and ``oldObject`` are the patched and the stored Node as JSON (the API server converts both
-  to unstructured maps), ``request`` the AdmissionRequest as JSON (userInfo.extra: a map of string
-  lists, absent when empty), ``params`` and ``namespaceObject`` null (no paramKind; Nodes are
-  cluster-scoped).
-* matchConstraints, then matchConditions (any false: the policy does not apply; an error: denied, as
-  failurePolicy is Fail), then every validation; a false one denies with its messageExpression, or its
-  message when that is not a non-empty single line.
-* ``variables``: Kubernetes evaluates each variable lazily, on first use, with access to the earlier
-  ones. celpy has no lazily evaluated variables, so ``admit`` evaluates them in order up front and binds
-  ``variables`` as a map of the values so far. The result is the same for side-effect-free expressions,
-  except that an error in a variable no validation uses would deny here and not in Kubernetes: every
-  variable of this policy is used by a validation, so that difference cannot arise.
+The policy is compiled and evaluated as the API server's ValidatingAdmissionPolicy plugin evaluates it
+by tests/fakes/admission.py (celpy; its docstring says how), here against a table of admission
+requests. The fake API server runs the same evaluation on every update it serves, so the daemons'
+real requests meet the policy too (tests/integration/test_image_cri.py).
 
 The CEL stays in the subset both evaluators share (has(), ternaries, filter/all, size, in, ==, string +):
 celpy has no heterogeneous equality and no optional types, so the policy uses neither.
@@ -27,23 +15,24 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import celpy
 import kubernetes.client.models as k8s_models
 import pytest
-import yaml
-from celpy import celtypes
 
+from tests.fakes.admission import (
+    NODE_NAME_KEY,
+    SERVICE_ACCOUNT,
+    Compiled,
+    Verdict,
+    admit,
+    compile_cel,
+    compile_policy,
+    load_policy,
+)
 from tests.unit.test_deploy import daemon_settings
 
-ROOT = Path(__file__).resolve().parents[2]
-POLICY_FILE = ROOT / "deploy" / "admission-policy.yaml"
-
-SERVICE_ACCOUNT = "system:serviceaccount:kube-system:cloud-cni"
-NODE_NAME_KEY = "authentication.kubernetes.io/node-name"
 NODE = "ip-10-0-1-17.ec2.internal"
 OTHER_NODE = "ip-10-0-2-33.ec2.internal"
 STARTUP_KEY = "node.cloud-cni.io/agent-not-ready"
@@ -60,111 +49,9 @@ NOT_READY = {
 Json = dict[str, Any]
 
 
-# --- the policy, compiled ------------------------------------------------------------------------
-
-
-@dataclass
-class Compiled:
-    policy: Json
-    binding: Json
-    match_conditions: list[tuple[str, celpy.Runner]] = field(default_factory=list)
-    variables: list[tuple[str, celpy.Runner]] = field(default_factory=list)
-    # (validation as written, its expression, its messageExpression or None)
-    validations: list[tuple[Json, celpy.Runner, celpy.Runner | None]] = field(default_factory=list)
-
-
-ENV = celpy.Environment()
-
-
-def compile_cel(expression: str) -> celpy.Runner:
-    return ENV.program(ENV.compile(expression))
-
-
-def load_policy() -> tuple[Json, Json]:
-    docs = [d for d in yaml.safe_load_all(POLICY_FILE.read_text()) if d]
-    kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"], kinds
-    policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
-    binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding")
-    return policy, binding
-
-
 @pytest.fixture(scope="module")
 def compiled() -> Compiled:
-    policy, binding = load_policy()
-    spec = policy["spec"]
-    c = Compiled(policy, binding)
-    c.match_conditions = [(m["name"], compile_cel(m["expression"])) for m in spec["matchConditions"]]
-    c.variables = [(v["name"], compile_cel(v["expression"])) for v in spec.get("variables", [])]
-    for v in spec["validations"]:
-        message = compile_cel(v["messageExpression"]) if "messageExpression" in v else None
-        c.validations.append((v, compile_cel(v["expression"]), message))
-    return c
-
-
-# --- admission, as the API server does it --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Verdict:
-    matched: bool
-    denials: tuple[str, ...] = ()
-
-    @property
-    def allowed(self) -> bool:
-        return not self.denials
-
-
-def rule_matches(rule: Json, request: Json) -> bool:
-    resource = request["resource"]
-    name = resource["resource"] + (f"/{request['subResource']}" if request.get("subResource") else "")
-    return (
-        request["operation"] in rule["operations"]
-        and resource["group"] in rule["apiGroups"]
-        and resource["version"] in rule["apiVersions"]
-        and name in rule["resources"]
-    )
-
-
-def is_true(value: Any, what: str) -> bool:
-    assert isinstance(value, celtypes.BoolType), f"{what} evaluated to {value!r}, not a bool"
-    return bool(value)
-
-
-def admit(c: Compiled, request: Json, old: Json | None, new: Json | None) -> Verdict:
-    spec = c.policy["spec"]
-    if not any(rule_matches(r, request) for r in spec["matchConstraints"]["resourceRules"]):
-        return Verdict(matched=False)
-    activation: dict[str, Any] = {
-        "object": celpy.json_to_cel(new),
-        "oldObject": celpy.json_to_cel(old),
-        "request": celpy.json_to_cel(request),
-        "params": None,
-        "namespaceObject": None,
-    }
-    try:
-        for name, runner in c.match_conditions:
-            if not is_true(runner.evaluate(activation), f"matchCondition {name}"):
-                return Verdict(matched=False)
-        values: dict[str, Any] = {}
-        for name, runner in c.variables:  # in order, each seeing the earlier ones (module docstring)
-            values[name] = runner.evaluate({**activation, "variables": celpy.json_to_cel(values)})
-    except celpy.CELEvalError as e:  # failurePolicy Fail
-        return Verdict(matched=True, denials=(f"expression error: {e}",))
-    activation["variables"] = celtypes.MapType({celtypes.StringType(k): v for k, v in values.items()})
-    denials = []
-    for validation, runner, message_runner in c.validations:
-        try:
-            if is_true(runner.evaluate(activation), validation["expression"]):
-                continue
-        except celpy.CELEvalError as e:  # failurePolicy Fail
-            denials.append(f"expression error: {e}")
-            continue
-        message = str(message_runner.evaluate(activation)) if message_runner else ""
-        if not message.strip() or "\n" in message:
-            message = validation.get("message") or f"failed expression: {validation['expression']}"
-        denials.append(message)
-    return Verdict(matched=True, denials=tuple(denials))
+    return compile_policy()
 
 
 # --- requests ------------------------------------------------------------------------------------

@@ -445,13 +445,18 @@ def env_text(value: Any) -> str:
     return str(value)
 
 
-def setting_source(name: str, value: Any, env: Mapping[str, str]) -> str:
-    """Where a value came from: ``set`` (the environment), ``set as MY_NODE_NAME``, ``azure default``,
-    or ``""`` (the default)."""
+def setting_source(
+    name: str, value: Any, env: Mapping[str, str], aliases: Mapping[str, str] | None = None
+) -> str:
+    """Where a value came from: ``set`` (the environment), ``set as MY_NODE_NAME``, ``set as
+    AWS_VPC_K8S_CNI_EXTERNALSNAT`` (aws-node's name, in ``aliases``: ours -> the alias that set it),
+    ``azure default``, or ``""`` (the default)."""
     if (env.get(name) or "").strip():
         return "set"
     if name == "NODE_NAME" and (env.get("MY_NODE_NAME") or "").strip():
         return "set as MY_NODE_NAME"
+    if aliases and name in aliases:
+        return f"set as {aliases[name]}"
     var = next(v for v in VARIABLES if v.name == name)
     if var.azure_default is not None and var.default is not None and value != var.parse(var.default):
         return "azure default"
@@ -459,11 +464,17 @@ def setting_source(name: str, value: Any, env: Mapping[str, str]) -> str:
 
 
 def render_settings(settings: Settings, env: Mapping[str, str]) -> list[str]:
-    """``NAME=value`` per variable in the table's order, marked ``(set)`` or ``(azure default)``."""
+    """``NAME=value`` per variable in the table's order, marked ``(set)``, ``(set as <aws-node's
+    name>)`` or ``(azure default)``; then a comment line per aws-node variable that sets nothing here
+    (``# NAME=value  (inert: why)``, ``(ignored: why)``), as the daemon logs them at start."""
+    aliases = {n.variable: n.name for n in settings.alias_notes if n.outcome == "applied" and n.variable}
     lines = []
     for name, value in settings.public().items():
-        source = setting_source(name, value, env)
+        source = setting_source(name, value, env, aliases)
         lines.append(f"{name}={env_text(value)}" + (f"  ({source})" if source else ""))
+    for note in settings.alias_notes:
+        if note.variable is None:
+            lines.append(f"# {note.name}={note.value}  ({note.outcome}: {note.reason})")
     return lines
 
 

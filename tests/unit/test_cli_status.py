@@ -544,6 +544,32 @@ def test_settings_lines_follow_the_table_and_mark_their_source() -> None:
     assert "IP_COOLDOWN_PERIOD=30" in lines and "MAX_ENI=" in lines
 
 
+def test_aws_node_names_are_marked_and_what_they_leave_undone_is_listed() -> None:
+    """A node switching from aws-vpc-cni: `config check` on aws-node's environment says which of our
+    settings each of its variables set, and lists the ones that set nothing here with the reason, as
+    the daemon logs them; the lines read back as the same settings."""
+    env = {
+        "CLOUD_PROVIDER": "aws",
+        "DATAPATH": "none",
+        "AWS_VPC_K8S_CNI_EXTERNALSNAT": "true",
+        "AWS_VPC_ENI_MTU": "1500",
+        "WARM_IP_TARGET": "3",
+        "AWS_VPC_K8S_CNI_LOGLEVEL": "DEBUG",
+    }
+    settings = Settings.from_env(env)
+    lines = status.render_settings(settings, env)
+    assert "EXTERNAL_SNAT=true  (set as AWS_VPC_K8S_CNI_EXTERNALSNAT)" in lines
+    assert "POD_MTU=1500  (set as AWS_VPC_ENI_MTU)" in lines
+    assert "WARM_IP_TARGET=3  (set)" in lines
+    [comment] = [line for line in lines if line.startswith("#")]
+    assert comment.startswith("# AWS_VPC_K8S_CNI_LOGLEVEL=DEBUG  (ignored: the daemon logs JSON lines"), (
+        comment
+    )
+    assert lines[-1] == comment  # after the table's variables
+    text = "\n".join(line.split("  (", 1)[0] for line in lines)
+    assert Settings.from_env(status.parse_env_file(text)) == settings
+
+
 def test_azure_defaults_are_marked_when_nothing_is_set() -> None:
     env = {"CLOUD_PROVIDER": "azure", "DATAPATH": "none"}
     lines = status.render_settings(Settings.from_env(env), env)

@@ -39,12 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.fakes import cri
 from tests.fakes.azure_tls import make_tls_files
 from tests.fakes.containerd import build_pause_image
-from tests.integration.test_image_cri import (
-    UPGRADE_ARCHIVE,
-    ensure_upgrade_archive,
-    image_node,
-    wait_healthy,
-)
+from tests.integration.image_archive import UPGRADE_ARCHIVE, ensure_upgrade_archive
+from tests.integration.test_image_cri import image_node, wait_healthy
 
 GAP_GOAL = 2.0
 

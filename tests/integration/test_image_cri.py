@@ -21,23 +21,21 @@ not turn it off): KUBERNETES_SERVICE_HOST/PORT and the token, ca.crt and namespa
 itself (KUBERNETES_INTEGRATION is the manifest's), and every request it makes is checked against the
 ClusterRole of deploy/rbac.yaml.
 
-The image is build/cloud-cni-image.tar: built with `./dev image` first when it is missing or older
-than the sources it is built from (a fresh clone: once, ~45 s); a failed build fails the test, it
-never skips.
+The image is build/cloud-cni-image.tar, and the rolling update's second build
+build/cloud-cni-image-upgrade.tar: each built first when missing or older than the sources it is built
+from (tests/integration/image_archive.py); a failed build fails the test, it never skips.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
 import subprocess
 import sys
 import threading
 import time
-import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,11 +53,11 @@ from tests.fakes.rbac import assert_allowed, load_rules
 from tests.fakes.vpc import VPC_CIDR, VPC_PEER, EchoServer, Vpc, netns_urlopen, read_sysctl, vpc_topology
 
 from .conftest import ROOT
+from .image_archive import ARCHIVE, UPGRADE_ARCHIVE, ensure_archive, ensure_upgrade_archive, image_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 pytest_plugins = ["tests.fakes.containerd", "tests.fakes.kube_apiserver"]  # pause_image, kube_tls
 
-ARCHIVE = ROOT / "build" / "cloud-cni-image.tar"
 MANIFEST = ROOT / "deploy" / "base" / "daemonset.yaml"
 CONFIGMAPS = ROOT / "deploy" / "base" / "configmap.yaml"
 NODE_NETNS_DIR = "/var/run/netns"
@@ -75,11 +73,6 @@ TCP_CLIENT = (
     "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5);"
     "s.sendall(b'ping\\n'); print(s.recv(200).decode())"
 )
-
-
-def image_name() -> str:
-    with (ROOT / "pyproject.toml").open("rb") as f:
-        return f"docker.io/library/cloud-cni:{tomllib.load(f)['project']['version']}"
 
 
 def pod_spec() -> dict[str, Any]:
@@ -330,54 +323,6 @@ class Node:
         node = self.api.get("nodes", None, NODE_NAME)
         assert node is not None
         return any(t.get("key") == STARTUP_TAINT["key"] for t in node.get("spec", {}).get("taints") or [])
-
-
-_SOURCES = ("ipamd", "shim", "image", "bin", "pyproject.toml")
-# The rolling update's second image: another build (an hour later by SOURCE_DATE_EPOCH, so another
-# layer and image ID) under another tag, as a release's image would be.
-UPGRADE_ARCHIVE = ROOT / "build" / "cloud-cni-image-upgrade.tar"
-UPGRADE_TAG_SUFFIX = "-upgrade"
-
-
-def ensure_archive(archive: Path = ARCHIVE, *args: str, env: dict[str, str] | None = None) -> None:
-    """``./dev image --out archive args`` unless ``archive`` is newer than every file it is built from."""
-    if archive.exists():
-        built = archive.stat().st_mtime
-        newest = max(
-            (
-                p.stat().st_mtime
-                for name in _SOURCES
-                for p in [ROOT / name, *(ROOT / name).rglob("*")]
-                if p.is_file() and "__pycache__" not in p.parts
-            ),
-            default=0.0,
-        )
-        if built > newest:
-            return
-    done = subprocess.run(
-        [str(ROOT / "dev"), "image", f"--out={archive}", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0 and archive.exists(), done.stdout[-3000:] + done.stderr[-3000:]
-
-
-def ensure_upgrade_archive() -> str:
-    """The second build (``UPGRADE_ARCHIVE``); its image name."""
-    epoch = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=ROOT, capture_output=True, check=True)
-    tag = image_name().split(":", 1)[1] + UPGRADE_TAG_SUFFIX
-    work = ROOT / "build" / "image-upgrade"
-    ensure_archive(
-        UPGRADE_ARCHIVE,
-        f"--tag={tag}",
-        f"--work={work}",
-        env={"SOURCE_DATE_EPOCH": str(int(epoch.stdout) + 3600)},
-    )
-    return image_name().split(":", 1)[0] + ":" + tag
 
 
 @contextlib.contextmanager

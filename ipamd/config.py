@@ -587,6 +587,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("EXCLUDE_SNAT_CIDRS", "exclude_snat_cidrs", "", _cidrs,
              "comma-separated CIDRs reached without SNAT, besides the VPC/VNet CIDRs (windows: OutBoundNAT "
              "exceptions)."),
+    Variable("NODE_PORT_SUPPORT", "node_port_support", "true", _bool,
+             "linux datapath: connections arriving by the primary interface for a node address (NodePorts, "
+             "hostPorts) are answered by the primary interface, also by pods on secondary interfaces "
+             "(docs/datapath.md); also with EXTERNAL_SNAT."),
     Variable("SNAT_BACKEND", "snat_backend", "auto",
              _choice(("auto", "nftables", "iptables", "iptables-legacy", "iptables-nft")),
              "linux datapath: auto, nftables or iptables (docs/datapath.md: how auto chooses)."),
@@ -727,6 +731,8 @@ class Alias:
 
 ALIASES: tuple[Alias, ...] = (
     Alias("AWS_VPC_K8S_CNI_EXTERNALSNAT", "EXTERNAL_SNAT", _go_bool, "true/false as set (Go's t/f too)."),
+    Alias("AWS_VPC_CNI_NODE_PORT_SUPPORT", "NODE_PORT_SUPPORT", _go_bool,
+          "true/false as set (Go's t/f too); aws-node's default is true, as ours."),
     Alias("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "EXCLUDE_SNAT_CIDRS", _aws_node_cidrs,
           "the same comma-separated list; host bits are cleared as aws-node does (10.1.2.3/16 is "
           "10.1.0.0/16); IPv6 entries are refused; compared with ours as a set.", same=_same_cidrs),
@@ -785,13 +791,6 @@ AWS_NODE_ONLY: tuple[AwsNodeOnly, ...] = (
                 "unpredictable. `none` is refused: source ports would be randomized anyway, which an "
                 "operator who turned randomization off relies on not happening.",
                 ("prng", "hashrandom", "none")),
-    AwsNodeOnly("AWS_VPC_CNI_NODE_PORT_SUPPORT", _go_bool, ("false",), ("true",),
-                "cloud-cni marks no connection arriving by the primary interface: a pod on a secondary "
-                "interface answers a NodePort connection that kube-proxy did not masquerade "
-                "(externalTrafficPolicy: Local) by its own interface, where the VPC drops the reply. Ignored "
-                "with a warning, not refused: `true` is aws-node's default, and refusing it would stop every "
-                "in-place switch.",
-                _BOOLS),
     AwsNodeOnly("AWS_VPC_K8S_CNI_CONNMARK", _connmark, ("0x80",), (),
                 "cloud-cni marks SNATed connections with 0x80 (aws-node's default), always. Another mark was "
                 "chosen to stay clear of another program's bits (kube-proxy 0xc000, Calico 0xffff0000); "
@@ -1021,6 +1020,7 @@ class Settings:
     aws_vpc_cni_checkpoint: str | None = None
     aws_vpc_cni_veth_prefix: str = "eni"
     external_snat: bool = False
+    node_port_support: bool = True
     exclude_snat_cidrs: tuple[str, ...] = ()
     snat_backend: str = "auto"
     interface_link_timeout: float = 10.0

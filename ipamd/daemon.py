@@ -71,6 +71,7 @@ def make_datapath(settings: Settings, metrics: Metrics | None = None) -> Datapat
         veth_prefix=settings.veth_prefix,
         pod_mtu=settings.pod_mtu,
         external_snat=settings.external_snat,
+        node_port_support=settings.node_port_support,
         exclude_snat_cidrs=settings.exclude_snat_cidrs,
         snat_backend=settings.snat_backend,
         link_timeout=settings.interface_link_timeout,

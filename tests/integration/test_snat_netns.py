@@ -374,3 +374,76 @@ def test_auto_follows_the_node_and_moves_our_rules() -> None:
         second.remove()
         assert "CLOUD-CNI" not in netns.run(ns, "iptables-legacy-save").stdout
         assert netns.run(ns, "nft", "list", "tables").stdout == ""
+
+
+NODE_PORT = 30080
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_node_port_replies_leave_by_the_primary_interface(net: Net, backend: str) -> None:
+    """A NodePort whose pod is on the secondary interface, not masqueraded (externalTrafficPolicy:
+    Local): kube-proxy's DNAT to the pod, a client outside the VPC. Without the NodePort marking the
+    pod's reply leaves by the secondary interface with the node's primary address (kube-proxy's
+    reverse NAT), which the VPC's source/destination check drops; with it, by the primary interface.
+    The same with EXTERNAL_SNAT, which installs the NodePort marking alone."""
+    if backend == "nftables":
+        netns.run(
+            net.node,
+            "nft",
+            "add table ip kp; add chain ip kp pre { type nat hook prerouting priority dstnat; }",
+        )
+        for proto in ("tcp", "udp"):
+            rule = f"ip daddr {PRIMARY} {proto} dport {NODE_PORT} dnat to {POD}:{PORT}"
+            netns.run(net.node, "nft", f"add rule ip kp pre {rule}")
+    else:
+        for proto in ("tcp", "udp"):
+            dnat = ("-d", PRIMARY, "-p", proto, "--dport", str(NODE_PORT), "-j", "DNAT")
+            netns.run(
+                net.node,
+                backend,
+                "-t",
+                "nat",
+                "-I",
+                "PREROUTING",
+                "1",
+                *dnat,
+                "--to-destination",
+                f"{POD}:{PORT}",
+            )
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", net.pod, sys.executable, "-I", "-c", SERVER, str(PORT), POD],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+
+    def from_outside() -> list[str]:
+        argv = [sys.executable, "-I", "-c", CLIENT, str(NODE_PORT), f"tcp:{PRIMARY}", f"udp:{PRIMARY}"]
+        return list(json.loads(netns.run(net.peer, *argv).stdout))
+
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        snat = Snat(backend, netns=net.node)
+        snat.apply(CFG)  # SNAT alone: the reply is dropped
+        assert from_outside() == ["failed: TimeoutError", "failed: TimeoutError"]
+        # The dropped replies left the node's ARP entry for the gateway on eth1 failed (the router's
+        # strict rp_filter also refuses an ARP request sent from the primary address by eth1, which
+        # the VPC's router would answer): forget it, as it would be retried later anyway.
+        netns.ip(net.node, "neigh", "flush", "dev", "eth1")
+        with_node_port = SnatConfig(PRIMARY, CFG.no_snat_cidrs, node_port_if="eth0")
+        snat.apply(with_node_port)
+        assert snat.matches(with_node_port) and not snat.matches(CFG)
+        assert from_outside() == [OUTSIDE, OUTSIDE]  # the pod saw the client's own address
+        assert net.probe(f"tcp:{OUTSIDE}", f"tcp:{VPC_PEER}") == [PRIMARY, POD]  # SNAT as before
+        node_port_only = SnatConfig(PRIMARY, CFG.no_snat_cidrs, external_snat=True, node_port_if="eth0")
+        snat.apply(node_port_only)
+        assert snat.matches(node_port_only)
+        assert from_outside() == [OUTSIDE, OUTSIDE]
+        assert net.probe(f"tcp:{OUTSIDE}") == [POD]  # no SNAT
+        snat.apply(SnatConfig(PRIMARY, CFG.no_snat_cidrs, external_snat=True))  # nothing of ours
+        assert from_outside() == ["failed: TimeoutError", "failed: TimeoutError"]
+        snat.remove()
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()

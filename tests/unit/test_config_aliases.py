@@ -58,6 +58,9 @@ TRANSLATIONS: list[tuple[str, str, str, object, str]] = [
     ("AWS_VPC_K8S_CNI_EXTERNALSNAT", "F", "external_snat", False, "applied"),
     ("AWS_VPC_K8S_CNI_EXTERNALSNAT", "1", "external_snat", True, "applied"),
     ("AWS_VPC_K8S_CNI_EXTERNALSNAT", "FALSE", "external_snat", False, "applied"),
+    ("AWS_VPC_CNI_NODE_PORT_SUPPORT", "true", "node_port_support", True, "applied"),
+    ("AWS_VPC_CNI_NODE_PORT_SUPPORT", "false", "node_port_support", False, "applied"),
+    ("AWS_VPC_CNI_NODE_PORT_SUPPORT", "0", "node_port_support", False, "applied"),
     (
         "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS",
         "10.1.2.3/16, 192.0.2.0/24,",
@@ -122,6 +125,7 @@ def test_an_alias_sets_our_variable(alias: str, raw: str, field: str, value: obj
 SAME_MEANING: list[tuple[str, str, str, str, object]] = [
     # alias, its value, ours, our value meaning the same; the value that wins is ours
     ("AWS_VPC_K8S_CNI_EXTERNALSNAT", "t", "EXTERNAL_SNAT", "yes", True),
+    ("AWS_VPC_CNI_NODE_PORT_SUPPORT", "F", "NODE_PORT_SUPPORT", "no", False),
     ("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "10.1.2.3/16,192.0.2.0/24", "EXCLUDE_SNAT_CIDRS",
      "192.0.2.0/24,10.1.0.0/16", ("192.0.2.0/24", "10.1.0.0/16")),
     ("AWS_VPC_K8S_CNI_VETHPREFIX", "eni", "VETH_PREFIX", "eni", "eni"),
@@ -134,6 +138,7 @@ SAME_MEANING: list[tuple[str, str, str, str, object]] = [
 
 DIFFERENT_MEANING: list[tuple[str, str, str, str]] = [
     ("AWS_VPC_K8S_CNI_EXTERNALSNAT", "true", "EXTERNAL_SNAT", "false"),
+    ("AWS_VPC_CNI_NODE_PORT_SUPPORT", "false", "NODE_PORT_SUPPORT", "true"),
     ("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "10.0.0.0/8", "EXCLUDE_SNAT_CIDRS", "10.0.0.0/8,192.0.2.0/24"),
     ("AWS_VPC_K8S_CNI_VETHPREFIX", "eni", "VETH_PREFIX", "ccni"),
     ("DISABLE_METRICS", "true", "METRICS_BIND", "0.0.0.0:61678"),
@@ -236,6 +241,7 @@ def test_two_aliases_of_one_variable_must_agree() -> None:
 
 BAD_VALUES: list[tuple[str, str, str]] = [
     ("AWS_VPC_K8S_CNI_EXTERNALSNAT", "maybe", "true or false"),
+    ("AWS_VPC_CNI_NODE_PORT_SUPPORT", "perhaps", "true or false"),
     ("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "10.0.0.0/33", "IPv4 CIDRs"),
     ("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "10.0.0.0/8,2001:db8::/32", "is IPv6"),
     ("AWS_VPC_K8S_CNI_VETHPREFIX", "toolong", "1 to 4 lowercase"),
@@ -351,9 +357,6 @@ DECISIONS: list[tuple[str, str, str]] = [
     ("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "hashrandom", "ignored"),
     ("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "none", "refused"),
     ("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "fully", "invalid"),
-    ("AWS_VPC_CNI_NODE_PORT_SUPPORT", "true", "ignored"),
-    ("AWS_VPC_CNI_NODE_PORT_SUPPORT", "false", "inert"),
-    ("AWS_VPC_CNI_NODE_PORT_SUPPORT", "perhaps", "invalid"),
     ("AWS_VPC_K8S_CNI_CONNMARK", "0x80", "inert"),
     ("AWS_VPC_K8S_CNI_CONNMARK", "128", "inert"),
     ("AWS_VPC_K8S_CNI_CONNMARK", "0x4000", "refused"),
@@ -449,7 +452,7 @@ AWS_NODE_DEFAULT_ENV = {
 
 def test_aws_nodes_default_environment_starts_with_its_settings() -> None:
     s = Settings.from_env({"CLOUD_PROVIDER": "aws", **AWS_NODE_DEFAULT_ENV})
-    assert (s.external_snat, s.veth_prefix, s.pod_mtu) == (False, "eni", 9001)
+    assert (s.external_snat, s.veth_prefix, s.pod_mtu, s.node_port_support) == (False, "eni", 9001, True)
     assert (s.metrics_bind, s.introspection_bind) == ("0.0.0.0:61678", "127.0.0.1:61679")
     assert s.node_name == "ip-172-31-0-225.ap-southeast-2.compute.internal"
     assert (s.warm_eni_target, s.warm_prefix_target, s.enable_prefix_delegation) == (1, 1, False)
@@ -457,7 +460,6 @@ def test_aws_nodes_default_environment_starts_with_its_settings() -> None:
     assert [n.name for n in s.alias_notes] == [n for n in _in_note_order() if n in AWS_NODE_DEFAULT_ENV]
     assert {n.name for n in s.alias_notes} == known & set(AWS_NODE_DEFAULT_ENV)
     assert sorted(n.name for n in s.alias_notes if n.warning) == [
-        "AWS_VPC_CNI_NODE_PORT_SUPPORT",
         "AWS_VPC_K8S_CNI_LOGLEVEL",
         "AWS_VPC_K8S_CNI_LOG_FILE",
         "AWS_VPC_K8S_PLUGIN_LOG_FILE",

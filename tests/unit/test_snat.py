@@ -177,6 +177,51 @@ COMMIT
 """
 
 
+IPT_MANGLE_NODE_PORT = """\
+*mangle
+:CLOUD-CNI-RESTORE - [0:0]
+-A PREROUTING -j CLOUD-CNI-RESTORE
+-A CLOUD-CNI-RESTORE -i ens5 -m addrtype --dst-type LOCAL --limit-iface-in -j CONNMARK --set-xmark 0x80/0x80
+-A CLOUD-CNI-RESTORE -m connmark --mark 0x80/0x80 -j MARK --set-xmark 0x80/0x80
+COMMIT
+"""
+
+NFT_NODE_PORT_ONLY = """\
+table ip cloud-cni
+delete table ip cloud-cni
+table ip cloud-cni {
+\tset no_snat {
+\t\ttype ipv4_addr
+\t\tflags interval
+\t\telements = { 10.0.0.0/16 }
+\t}
+
+\tchain nodeport {
+\t\ttype filter hook prerouting priority mangle; policy accept;
+\t\tiifname "ens5" fib daddr . iif type local ct mark set ct mark | 0x00000080
+\t}
+
+\tchain prerouting {
+\t\ttype filter hook prerouting priority dstnat + 10; policy accept;
+\t\tct mark & 0x00000080 == 0x00000080 meta mark set meta mark | 0x00000080
+\t}
+}
+"""
+
+
+def test_render_nft_node_port() -> None:
+    """The NodePort chain sits before the others; with EXTERNAL_SNAT it is all, with the mark copy."""
+    both = render_nft(SnatConfig("10.0.0.10", ("10.0.0.0/16",), node_port_if="ens5"))
+    plain = render_nft(SnatConfig("10.0.0.10", ("10.0.0.0/16",)))
+    chain = NFT_NODE_PORT_ONLY[
+        NFT_NODE_PORT_ONLY.index("\tchain nodeport") : NFT_NODE_PORT_ONLY.index("\tchain prerouting")
+    ]
+    assert both == plain.replace("\tchain prerouting", chain + "\tchain prerouting", 1)
+    only = SnatConfig("10.0.0.10", ("10.0.0.0/16",), external_snat=True, node_port_if="ens5")
+    assert only.installs and render_nft(only) == NFT_NODE_PORT_ONLY
+    assert not SnatConfig("10.0.0.10", (), external_snat=True).installs
+
+
 @pytest.mark.parametrize(
     ("cfg", "expected"),
     [
@@ -187,8 +232,23 @@ COMMIT
         ),
         (SnatConfig("10.1.2.3", SEVERAL), (IPT_NAT_SEVERAL, IPT_MANGLE)),
         (SnatConfig("10.0.0.10", ("10.0.0.0/16",), external_snat=True), ("", "")),
+        (
+            SnatConfig("10.0.0.10", ("10.0.0.0/16",), node_port_if="ens5"),
+            (IPT_NAT_ONE_CIDR, IPT_MANGLE_NODE_PORT),
+        ),
+        (
+            SnatConfig("10.0.0.10", ("10.0.0.0/16",), external_snat=True, node_port_if="ens5"),
+            ("", IPT_MANGLE_NODE_PORT),
+        ),
     ],
-    ids=["one-cidr", "no-exclusions-eni-not-random", "several-collapsed", "external-snat-nothing"],
+    ids=[
+        "one-cidr",
+        "no-exclusions-eni-not-random",
+        "several-collapsed",
+        "external-snat-nothing",
+        "node-port",
+        "external-snat-node-port-only",
+    ],
 )
 def test_render_iptables(cfg: SnatConfig, expected: tuple[str, str]) -> None:
     assert render_iptables(cfg) == expected
@@ -222,6 +282,10 @@ def test_no_snat_networks_collapse_in_one_order() -> None:
         ({"veth_prefix": "c*"}, "veth_prefix"),
         ({"external_snat": "false"}, "external_snat"),
         ({"random_fully": 1}, "random_fully"),
+        ({"node_port_if": "eth0; drop"}, "node_port_if"),
+        ({"node_port_if": 'eth0"'}, "node_port_if"),
+        ({"node_port_if": "a" * 16}, "node_port_if"),
+        ({"node_port_if": None}, "node_port_if"),
     ],
     ids=lambda v: v if isinstance(v, str) else repr(v)[:40],
 )

@@ -69,6 +69,7 @@ class LinuxDatapath:
         veth_prefix: str = "ccni",
         pod_mtu: int | None = None,
         external_snat: bool = False,
+        node_port_support: bool = True,
         exclude_snat_cidrs: Sequence[str] = (),
         snat_backend: str = "auto",
         link_timeout: float = 10.0,
@@ -79,6 +80,7 @@ class LinuxDatapath:
         self.legacy_veth_prefix = legacy_veth_prefix  # aws-node's, for the pods adopted from it
         self.pod_mtu = pod_mtu
         self.external_snat = external_snat
+        self.node_port_support = node_port_support
         self.exclude_snat_cidrs = tuple(exclude_snat_cidrs)
         self.snat_backend = snat_backend
         self.link_timeout = link_timeout
@@ -114,7 +116,7 @@ class LinuxDatapath:
         self._mtu = self.pod_mtu or primary_mtu
         await self._run(netlink.set_sysctl, "net/ipv4/ip_forward", "1")
         await self._run(netlink.set_sysctl, f"net/ipv4/conf/{primary_link}/rp_filter", "2")
-        await self._apply_snat(primary.primary_ip, network_cidrs)
+        await self._apply_snat(primary.primary_ip, network_cidrs, primary_link)
         await self._take_over_adopted(assignments)  # before the sweep: their veths are ours after it
         await self.remove_leftovers(lambda: assignments, lambda: current)
         await self.sync_interfaces(current)
@@ -123,6 +125,7 @@ class LinuxDatapath:
             primary=primary_link,
             mtu=self._mtu,
             snat="external" if self.external_snat else getattr(self.snat, "backend", "off"),
+            node_port_support=self.node_port_support,
             network_cidrs=list(network_cidrs),
         )
 
@@ -168,7 +171,8 @@ class LinuxDatapath:
                 continue
             plog.info("adopted_pod_veth_renamed", device=device)
 
-    async def _apply_snat(self, primary_ip: str, network_cidrs: Sequence[str]) -> None:
+    async def _apply_snat(self, primary_ip: str, network_cidrs: Sequence[str], primary_link: str) -> None:
+        """SNAT and the NodePort marking (snat.py) and the fwmark rule both route marked packets by."""
         from ipamd.datapath.linux.snat import Snat, SnatConfig, SnatError
 
         try:
@@ -177,15 +181,13 @@ class LinuxDatapath:
                 no_snat_cidrs=tuple(network_cidrs) + self.exclude_snat_cidrs,
                 veth_prefix=self.veth_prefix,
                 external_snat=self.external_snat,
+                node_port_if=primary_link if self.node_port_support else "",
             )
             self.snat = Snat(self.snat_backend)
-            if self.external_snat:
-                await self._run(self.snat.remove)
-            else:
-                await self._run(self.snat.apply, config)
+            await self._run(self.snat.apply, config)  # removes ours when it installs nothing
         except SnatError as exc:
             raise DatapathError(f"SNAT: {exc}") from None
-        await self._run(netlink.ensure_fwmark_rule, not self.external_snat)
+        await self._run(netlink.ensure_fwmark_rule, config.installs)
 
     async def remove_leftovers(
         self,

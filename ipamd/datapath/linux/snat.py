@@ -12,11 +12,22 @@ What is installed (nftables; the iptables rendering does the same but for DNATed
 
     table ip cloud-cni
       set no_snat            VPC CIDRs + EXCLUDE_SNAT_CIDRS (an interval set; may be empty)
+      chain nodeport         filter, hook prerouting, priority mangle       (NODE_PORT_SUPPORT only)
+        iifname "<primary>" fib daddr . iif type local           ct mark |= 0x80
       chain prerouting       filter, hook prerouting, priority dstnat + 10
-        iifname "<prefix>*" ct state new ip daddr != @no_snat  ct mark |= 0x80
+        iifname "<prefix>*" ct state new ip daddr != @no_snat  ct mark |= 0x80   (not EXTERNAL_SNAT)
         ct mark & 0x80 == 0x80                                  meta mark |= 0x80   (every packet)
-      chain postrouting      nat, hook postrouting, priority srcnat
+      chain postrouting      nat, hook postrouting, priority srcnat            (not EXTERNAL_SNAT)
         ct mark & 0x80 == 0x80 ip daddr != @no_snat             snat to <primary ip> fully-random
+
+NodePorts (``NODE_PORT_SUPPORT``, aws-vpc-cni's ``AWS_VPC_CNI_NODE_PORT_SUPPORT``): a connection that
+arrives by the primary interface for one of the node's own addresses (a NodePort, a hostPort) is
+marked before kube-proxy's DNAT, as aws-vpc-cni marks it (``-m addrtype --dst-type LOCAL
+--limit-iface-in``). The pod's replies carry the mark, so rule 1024 routes them through the main
+table and out of the primary interface, where kube-proxy's reverse NAT gives them the node's address.
+Without it, a pod on a secondary interface answers a connection kube-proxy did not masquerade
+(``externalTrafficPolicy: Local``) by its own interface with the node's primary address as the
+source, which the VPC's source/destination check drops. It is installed with ``EXTERNAL_SNAT`` too.
 
 The marking chain runs *after* destination NAT (dstnat + 10, not the mangle priority): a pod's
 connection to a Service ClusterIP is judged by the backend kube-proxy chose, so pod -> Service ->
@@ -37,7 +48,10 @@ iptables: our own chains in the ``nat`` and ``mangle`` tables, refilled with
 
 The nat table sees only the first packet of a connection, and mangle PREROUTING (-150) runs before
 nat PREROUTING (-100): CLOUD-CNI-CONNMARK therefore sets the packet mark of that first packet as
-well as the connection mark, and CLOUD-CNI-RESTORE copies the bit to every later packet. Jumps are
+well as the connection mark, and CLOUD-CNI-RESTORE copies the bit to every later packet. With
+NodePort support CLOUD-CNI-RESTORE first marks the connections arriving by the primary interface for a
+local address (``-i <primary> -m addrtype --dst-type LOCAL --limit-iface-in -j CONNMARK``): mangle
+runs before kube-proxy's DNAT. Jumps are
 added only when missing; duplicates and jumps to chains we no longer use are deleted. Each table is
 committed atomically (one restore input holds both; legacy iptables commits them one after the
 other).
@@ -92,6 +106,7 @@ TIMEOUT = 15.0  # seconds for one nft / iptables command (iptables waits up to 1
 
 _STDERR_CAP = 400
 _VETH_PREFIX = re.compile(r"[A-Za-z0-9]{1,4}")
+_IFNAME = re.compile(r"[A-Za-z0-9_.@-]{1,15}")  # a Linux interface name (IFNAMSIZ 16), nothing to quote
 _JUMP = re.compile(rf"(?:^|\s)-[jg] {CHAIN_PREFIX}[A-Z0-9-]+(?:\s|$)")
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
@@ -116,8 +131,9 @@ class SnatConfig:
     primary_ip: str  # the SNAT source: the node's primary IPv4 address
     no_snat_cidrs: tuple[str, ...]  # VPC CIDRs + EXCLUDE_SNAT_CIDRS (overlaps and duplicates allowed)
     veth_prefix: str = "ccni"  # host veths are <prefix> + 11 hex
-    external_snat: bool = False  # True: nothing of ours is installed
+    external_snat: bool = False  # True: no SNAT (the NodePort marking stays, with node_port_if)
     random_fully: bool = True  # fully-random source ports (--random-fully)
+    node_port_if: str = ""  # the primary interface: mark NodePort connections arriving by it; "": off
 
     def __post_init__(self) -> None:
         try:
@@ -145,6 +161,18 @@ class SnatConfig:
         for name in ("external_snat", "random_fully"):
             if not isinstance(getattr(self, name), bool):
                 raise SnatConfigError(name, f"a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.node_port_if, str) or (
+            self.node_port_if and not _IFNAME.fullmatch(self.node_port_if)
+        ):
+            raise SnatConfigError(
+                "node_port_if",
+                f"{self.node_port_if!r} is not an interface name (1-15 of A-Z a-z 0-9 _ . @ -)",
+            )
+
+    @property
+    def installs(self) -> bool:
+        """Whether anything of ours is installed: SNAT, or only the NodePort marking."""
+        return not self.external_snat or bool(self.node_port_if)
 
 
 def no_snat_networks(cfg: SnatConfig) -> list[ipaddress.IPv4Network]:
@@ -167,25 +195,39 @@ def _nft_table(cfg: SnatConfig) -> str:
     mark = f"0x{MARK:08x}"
     random = " fully-random" if cfg.random_fully else ""
     elements = f"\t\telements = {{ {', '.join(nets)} }}\n" if nets else ""
+    chains = []
+    if cfg.node_port_if:
+        chains.append(
+            "\tchain nodeport {\n"
+            "\t\ttype filter hook prerouting priority mangle; policy accept;\n"
+            f'\t\tiifname "{cfg.node_port_if}" fib daddr . iif type local ct mark set ct mark | {mark}\n'
+            "\t}\n"
+        )
+    snat_mark = ""
+    if not cfg.external_snat:
+        new_out = f'iifname "{cfg.veth_prefix}*" ct state new ip daddr != @{SET}'
+        snat_mark = f"\t\t{new_out} ct mark set ct mark | {mark}\n"
+    chains.append(
+        "\tchain prerouting {\n"
+        "\t\ttype filter hook prerouting priority dstnat + 10; policy accept;\n"
+        f"{snat_mark}"
+        f"\t\tct mark & {mark} == {mark} meta mark set meta mark | {mark}\n"
+        "\t}\n"
+    )
+    if not cfg.external_snat:
+        chains.append(
+            "\tchain postrouting {\n"
+            "\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
+            f"\t\tct mark & {mark} == {mark} ip daddr != @{SET} snat to {cfg.primary_ip}{random}\n"
+            "\t}\n"
+        )
     return (
         f"table ip {TABLE} {{\n"
         f"\tset {SET} {{\n"
         "\t\ttype ipv4_addr\n"
         "\t\tflags interval\n"
         f"{elements}"
-        "\t}\n"
-        "\n"
-        "\tchain prerouting {\n"
-        "\t\ttype filter hook prerouting priority dstnat + 10; policy accept;\n"
-        f'\t\tiifname "{cfg.veth_prefix}*" ct state new ip daddr != @{SET} ct mark set ct mark | {mark}\n'
-        f"\t\tct mark & {mark} == {mark} meta mark set meta mark | {mark}\n"
-        "\t}\n"
-        "\n"
-        "\tchain postrouting {\n"
-        "\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
-        f"\t\tct mark & {mark} == {mark} ip daddr != @{SET} snat to {cfg.primary_ip}{random}\n"
-        "\t}\n"
-        "}\n"
+        "\t}\n" + "".join(f"\n{chain}" for chain in chains) + "}\n"
     )
 
 
@@ -193,9 +235,10 @@ def render_nft(cfg: SnatConfig) -> str:
     """The ``nft -f -`` script that makes our table match ``cfg`` in one transaction.
 
     It deletes our table (creating it first, so that the delete never fails) and defines it again;
-    nothing outside ``table ip cloud-cni`` is named. With ``external_snat`` only the deletion.
+    nothing outside ``table ip cloud-cni`` is named. When nothing is installed (``external_snat``
+    without ``node_port_if``) only the deletion.
     """
-    if cfg.external_snat:
+    if not cfg.installs:
         return _NFT_DELETE
     return _NFT_DELETE + _nft_table(cfg)
 
@@ -236,11 +279,16 @@ class _Tables:
 
 def _iptables_chains(cfg: SnatConfig) -> dict[str, dict[str, list[str]]]:
     """Our chains and their rules, each as iptables-save prints it (iptables 1.8)."""
-    if cfg.external_snat:
+    if not cfg.installs:
         return {}
     xmark = f"{MARK:#x}/{MARK:#x}"
     returns = [f"-d {n} -j RETURN" for n in no_snat_networks(cfg)]
     random = " --random-fully" if cfg.random_fully else ""
+    local = "-m addrtype --dst-type LOCAL --limit-iface-in"
+    node_port = [f"-i {cfg.node_port_if} {local} -j CONNMARK --set-xmark {xmark}"] if cfg.node_port_if else []
+    mangle = {CHAIN_RESTORE: [*node_port, f"-m connmark --mark {xmark} -j MARK --set-xmark {xmark}"]}
+    if cfg.external_snat:
+        return {"mangle": mangle}
     return {
         "nat": {
             CHAIN_CONNMARK: [
@@ -255,7 +303,7 @@ def _iptables_chains(cfg: SnatConfig) -> dict[str, dict[str, list[str]]]:
                 f"-j SNAT --to-source {cfg.primary_ip}{random}",
             ],
         },
-        "mangle": {CHAIN_RESTORE: [f"-m connmark --mark {xmark} -j MARK --set-xmark {xmark}"]},
+        "mangle": mangle,
     }
 
 
@@ -443,8 +491,8 @@ class Snat:
         return f"Snat({self.variant!r})"
 
     def apply(self, cfg: SnatConfig) -> None:
-        """Make the installed rules match ``cfg`` (with ``external_snat``: remove them). Idempotent."""
-        if cfg.external_snat:
+        """Make the installed rules match ``cfg`` (nothing to install: remove them). Idempotent."""
+        if not cfg.installs:
             self.remove()
             return
         with self._lock:
@@ -466,6 +514,8 @@ class Snat:
             primary_ip=cfg.primary_ip,
             no_snat=[str(n) for n in no_snat_networks(cfg)],
             veth_prefix=cfg.veth_prefix,
+            snat=not cfg.external_snat,
+            node_port_if=cfg.node_port_if or None,
         )
 
     def remove(self) -> None:
@@ -476,12 +526,12 @@ class Snat:
             _log.info("snat_removed", backends=removed)
 
     def matches(self, cfg: SnatConfig) -> bool:
-        """Whether the chosen backend holds exactly the rules ``cfg`` asks for (nothing of ours with
-        ``external_snat``). Only our table / chains and our jumps are compared."""
+        """Whether the chosen backend holds exactly the rules ``cfg`` asks for (nothing of ours when
+        it installs nothing). Only our table / chains and our jumps are compared."""
         with self._lock:
             if self.variant == "nftables":
                 listed = self._nft_listing()
-                if cfg.external_snat:
+                if not cfg.installs:
                     return listed is None
                 return listed is not None and _normal(listed) == _normal(_nft_table(cfg))
             current = _parse_save(self._sh(f"{self.variant}-save").stdout)

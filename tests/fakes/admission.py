@@ -142,21 +142,58 @@ def admit(c: Compiled, request: Json, old: Json | None, new: Json | None) -> Ver
     return Verdict(matched=True, denials=tuple(denials))
 
 
-def pod_token_user(node: str, username: str = SERVICE_ACCOUNT) -> Json:
+def pod_token_user(node: str | None, username: str = SERVICE_ACCOUNT, *, extra: bool = True) -> Json:
     """The userInfo of a pod-bound service account token issued on ``node`` (kubelet's projected
-    token, as the DaemonSet's pod gets it)."""
-    return {
+    token, as the DaemonSet's pod gets it); ``node`` None: a token without the node name;
+    ``extra=False``: no extra at all, as for a legacy Secret token."""
+    user: Json = {
         "username": username,
         "uid": "9b2d7c4e-0f3a-4e5b-8c6d-1a2b3c4d5e6f",
         "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"],
-        "extra": {
+    }
+    if extra:
+        user["extra"] = {
             "authentication.kubernetes.io/credential-id": ["JTI=5e2f0c1a-7b3d-4e8f-9a6b-0c1d2e3f4a5b"],
             "authentication.kubernetes.io/pod-name": ["cloud-cni-x7k2p"],
             "authentication.kubernetes.io/pod-uid": ["0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6"],
-            NODE_NAME_KEY: [node],
-            "authentication.kubernetes.io/node-uid": ["3f1c9a52-5b7e-4c1d-9a0e-2d6f8b4c7e10"],
-        },
+        }
+        if node is not None:
+            user["extra"][NODE_NAME_KEY] = [node]
+            user["extra"]["authentication.kubernetes.io/node-uid"] = ["3f1c9a52-5b7e-4c1d-9a0e-2d6f8b4c7e10"]
+    return user
+
+
+def update_request(
+    name: str,
+    user: Json,
+    *,
+    gvk: tuple[str, str, str] = ("", "v1", "Node"),
+    resource: str = "nodes",
+    namespace: str = "",
+    patch: bool = True,
+    dry_run: bool = False,
+    uid: str = "c0ffee00-1111-2222-3333-444455556666",
+) -> Json:
+    """The AdmissionRequest of an UPDATE (a PATCH, or with ``patch=False`` a PUT) of ``name`` by
+    ``user``, as the API server hands it to admission."""
+    group, version, kind = gvk
+    kinds = {"group": group, "version": version, "kind": kind}
+    resources = {"group": group, "version": version, "resource": resource}
+    request: Json = {
+        "uid": uid,
+        "kind": kinds,
+        "resource": resources,
+        "requestKind": kinds,
+        "requestResource": resources,
+        "name": name,
+        "operation": "UPDATE",  # a PATCH is admitted as an UPDATE
+        "userInfo": user,
+        "dryRun": dry_run,
+        "options": {"kind": "PatchOptions" if patch else "UpdateOptions", "apiVersion": "meta.k8s.io/v1"},
     }
+    if namespace:
+        request["namespace"] = namespace
+    return request
 
 
 class Admission:

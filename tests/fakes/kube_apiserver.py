@@ -186,6 +186,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+from tests.fakes.admission import update_request
 from tests.fakes.azure_tls import TlsFiles, make_tls_files, shared_tls_files
 from tests.fakes.http_handler import FakeHandler
 
@@ -2582,22 +2583,16 @@ class KubeApiServer:
         them; a denial is the 403 a ValidatingAdmissionPolicy's (reason Forbidden) makes."""
         if self.admission is None:
             return
-        gvk = {"group": res.group, "version": res.version, "kind": res.kind}
-        gvr = {"group": res.group, "version": res.version, "resource": res.plural}
-        request: dict[str, Any] = {
-            "uid": str(uuid.uuid4()),
-            "kind": gvk,
-            "resource": gvr,
-            "requestKind": gvk,
-            "requestResource": gvr,
-            "name": name,
-            "operation": "UPDATE",  # a PATCH is admitted as an UPDATE
-            "userInfo": copy.deepcopy(self.user_info),
-            "dryRun": dry_run,
-            "options": {"kind": "PatchOptions" if patch else "UpdateOptions", "apiVersion": "meta.k8s.io/v1"},
-        }
-        if namespace:
-            request["namespace"] = namespace
+        request = update_request(
+            name,
+            copy.deepcopy(self.user_info),
+            gvk=(res.group, res.version, res.kind),
+            resource=res.plural,
+            namespace=namespace,
+            patch=patch,
+            dry_run=dry_run,
+            uid=str(uuid.uuid4()),
+        )
         denials = list(self.admission(request, copy.deepcopy(old), copy.deepcopy(new)))
         if denials:
             policy = getattr(self.admission, "policy_name", "policy")

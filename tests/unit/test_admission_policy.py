@@ -22,7 +22,6 @@ import kubernetes.client.models as k8s_models
 import pytest
 
 from tests.fakes.admission import (
-    NODE_NAME_KEY,
     SERVICE_ACCOUNT,
     Compiled,
     Verdict,
@@ -30,6 +29,8 @@ from tests.fakes.admission import (
     compile_cel,
     compile_policy,
     load_policy,
+    pod_token_user,
+    update_request,
 )
 from tests.unit.test_deploy import daemon_settings
 
@@ -92,34 +93,7 @@ def admission_request(
     """The AdmissionRequest of a PATCH of Node ``name``, by ``username`` holding a pod-bound token issued
     on ``token_node`` (None: a token without the node name; ``extra=False``: no extra at all, as for a
     legacy Secret token)."""
-    user: Json = {
-        "username": username,
-        "uid": "9b2d7c4e-0f3a-4e5b-8c6d-1a2b3c4d5e6f",
-        "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"],
-    }
-    if extra:
-        user["extra"] = {
-            "authentication.kubernetes.io/credential-id": ["JTI=5e2f0c1a-7b3d-4e8f-9a6b-0c1d2e3f4a5b"],
-            "authentication.kubernetes.io/pod-name": ["cloud-cni-x7k2p"],
-            "authentication.kubernetes.io/pod-uid": ["0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6"],
-        }
-        if token_node is not None:
-            user["extra"][NODE_NAME_KEY] = [token_node]
-            user["extra"]["authentication.kubernetes.io/node-uid"] = ["3f1c9a52-5b7e-4c1d-9a0e-2d6f8b4c7e10"]
-    gvk = {"group": "", "version": "v1", "kind": "Node"}
-    gvr = {"group": "", "version": "v1", "resource": "nodes"}
-    return {
-        "uid": "c0ffee00-1111-2222-3333-444455556666",
-        "kind": gvk,
-        "resource": gvr,
-        "requestKind": gvk,
-        "requestResource": gvr,
-        "name": name,
-        "operation": "UPDATE",  # a PATCH is admitted as an UPDATE
-        "userInfo": user,
-        "dryRun": False,
-        "options": {"kind": "PatchOptions", "apiVersion": "meta.k8s.io/v1"},
-    }
+    return update_request(name, pod_token_user(token_node, username, extra=extra))
 
 
 def taints_to(taints: list[Json] | None) -> Callable[[Json], None]:

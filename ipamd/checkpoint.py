@@ -97,21 +97,11 @@ class DecodedCheckpoint:
 # --- validation primitives, shared by encode (refuse to write) and decode (refuse to read) -----
 
 
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-_MISSING = _Missing()
+_MISSING = strictjson.MISSING
 
 
 def _reject(path: str, value: object, allowed: str) -> NoReturn:
-    if value is _MISSING:
-        raise CheckpointError(f"{path}: missing; expected {allowed}")
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    raise CheckpointError(f"{path}: {shown} is not {allowed}")
+    strictjson.reject(CheckpointError, path, value, allowed)
 
 
 def _string(value: object, path: str, *, non_empty: bool = False) -> str:
@@ -288,14 +278,7 @@ def _parse(data: bytes) -> object:
 
 
 def _object(value: object, path: str, fields: tuple[str, ...]) -> strictjson.JsonObject:
-    if not isinstance(value, strictjson.JsonObject):
-        _reject(path, value, f"an object with fields {', '.join(fields)}")
-    if value.duplicates:
-        raise CheckpointError(f"{path}: field {value.duplicates[0]!r} appears more than once")
-    for name in value:
-        if name not in fields:
-            raise CheckpointError(f"{path}: unknown field {name!r}; allowed: {', '.join(fields)}")
-    return value
+    return strictjson.fields_object(CheckpointError, value, path, fields)
 
 
 def _list(value: object, path: str, allowed: str) -> list[object]:

@@ -4,6 +4,10 @@
 that says two things, or a number that is not one, is refused here instead. Objects decode as
 ``JsonObject``, which remembers the member names seen more than once so that the caller can name them
 in its error. Pure; errors are ``StrictJsonError`` with a message that reads after "<file>: ".
+
+``reject``, ``check_fields`` and ``fields_object`` are the validators' shared messages ("<path>:
+missing; expected ...", "<path>: <value> is not ...", unknown and repeated fields), raised as the
+caller's error class.
 """
 
 from __future__ import annotations
@@ -42,10 +46,46 @@ def loads(data: bytes, *, expected: str = "a JSON object") -> object:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise StrictJsonError(f"not UTF-8 ({exc}); expected a JSON object") from None
+        raise StrictJsonError(f"not UTF-8 ({exc}); expected {expected}") from None
     try:
         return json.loads(text, object_pairs_hook=JsonObject, parse_constant=_reject_constant)
     except RecursionError:
-        raise StrictJsonError("nested too deeply; expected a JSON object") from None
+        raise StrictJsonError(f"nested too deeply; expected {expected}") from None
     except ValueError as exc:  # JSONDecodeError, and integers beyond the int-string limit
-        raise StrictJsonError(f"not valid JSON ({exc}); expected a JSON object") from None
+        raise StrictJsonError(f"not valid JSON ({exc}); expected {expected}") from None
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING = _Missing()  # a member that is absent: ``doc.get(name, MISSING)``
+
+
+def reject(error: type[Exception], path: str, value: object, allowed: str) -> NoReturn:
+    """Raise ``error`` saying that ``value`` at ``path`` (``MISSING``: absent) is not ``allowed``;
+    the value is shown as its repr, cut at 80 characters."""
+    if value is MISSING:
+        raise error(f"{path}: missing; expected {allowed}")
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    raise error(f"{path}: {shown} is not {allowed}")
+
+
+def check_fields(error: type[Exception], doc: JsonObject, path: str, fields: tuple[str, ...]) -> None:
+    """Raise ``error`` for a member named twice or one not in ``fields``."""
+    if doc.duplicates:
+        raise error(f"{path}: field {doc.duplicates[0]!r} appears more than once")
+    for name in doc:
+        if name not in fields:
+            raise error(f"{path}: unknown field {name!r}; allowed: {', '.join(fields)}")
+
+
+def fields_object(error: type[Exception], value: object, path: str, fields: tuple[str, ...]) -> JsonObject:
+    """``value`` as an object whose members are all among ``fields``, each once; else ``error``."""
+    if not isinstance(value, JsonObject):
+        reject(error, path, value, f"an object with fields {', '.join(fields)}")
+    check_fields(error, value, path, fields)
+    return value

@@ -278,7 +278,7 @@ def parse(data: bytes) -> AwsCheckpoint:
     version = top.get("version", _MISSING)
     if version != VERSION:
         _reject("version", version, f"{VERSION!r}, the one version aws-vpc-cni writes and this daemon reads")
-    _check_fields(top, "checkpoint", _TOP_FIELDS)
+    strictjson.check_fields(AwsCheckpointError, top, "checkpoint", _TOP_FIELDS)
     raw = top.get("allocations", _MISSING)
     if raw is None:  # Go writes a nil slice as null
         raw = []
@@ -289,12 +289,7 @@ def parse(data: bytes) -> AwsCheckpoint:
     return AwsCheckpoint(allocations)
 
 
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-_MISSING = _Missing()
+_MISSING = strictjson.MISSING
 
 
 def _json(data: bytes) -> object:
@@ -305,27 +300,11 @@ def _json(data: bytes) -> object:
 
 
 def _reject(path: str, value: object, allowed: str) -> NoReturn:
-    if value is _MISSING:
-        raise AwsCheckpointError(f"{path}: missing; expected {allowed}")
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    raise AwsCheckpointError(f"{path}: {shown} is not {allowed}")
-
-
-def _check_fields(doc: strictjson.JsonObject, path: str, fields: tuple[str, ...]) -> None:
-    if doc.duplicates:
-        raise AwsCheckpointError(f"{path}: field {doc.duplicates[0]!r} appears more than once")
-    for name in doc:
-        if name not in fields:
-            raise AwsCheckpointError(f"{path}: unknown field {name!r}; allowed: {', '.join(fields)}")
+    strictjson.reject(AwsCheckpointError, path, value, allowed)
 
 
 def _object(value: object, path: str, fields: tuple[str, ...]) -> strictjson.JsonObject:
-    if not isinstance(value, strictjson.JsonObject):
-        _reject(path, value, f"an object with fields {', '.join(fields)}")
-    _check_fields(value, path, fields)
-    return value
+    return strictjson.fields_object(AwsCheckpointError, value, path, fields)
 
 
 def _identifier(value: object, path: str) -> str:

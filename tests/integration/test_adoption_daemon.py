@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ipamd.rpc.client import attachment
+from tests.fakes.awsvpc import checkpoint_json, row
 
 from .conftest import ROOT, DaemonProcess
 
@@ -23,18 +24,7 @@ PODS = (("c0ffee01", "default", "web-0"), ("c0ffee02", "kube-system", "coredns-x
 
 def aws_checkpoint(rows: list[tuple[str, str, str, str]]) -> str:
     """aws-vpc-cni's ipam.json: one row per (container, ip, namespace, pod), as v1.23 writes it."""
-    allocations = [
-        {
-            "networkName": "aws-cni",
-            "containerID": container,
-            "ifName": "eth0",
-            "ipv4": ip,
-            "allocationTimestamp": 1_700_000_000_000_000_000,
-            "metadata": {"k8sPodNamespace": namespace, "k8sPodName": pod, "interfacesCount": 1},
-        }
-        for container, ip, namespace, pod in rows
-    ]
-    return json.dumps({"version": "vpc-cni-ipam/1", "allocations": allocations})
+    return checkpoint_json(*(row(ip, c, namespace=ns, name=pod) for c, ip, ns, pod in rows))
 
 
 def learn_addresses(daemon: DaemonProcess, legacy: Path) -> list[str]:

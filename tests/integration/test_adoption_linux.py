@@ -7,7 +7,6 @@ names, and the pods keep talking; CHECK and DEL then work on them through the CN
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import netns
+from tests.fakes.awsvpc import checkpoint_json, row
 from tests.fakes.vpc import EchoServer, Vpc, host_veth_name, links, tcp_talk, udp_talk, vpc_topology
 
 from .conftest import DaemonProcess
@@ -70,18 +70,7 @@ def wire_like_aws_vpc_cni(vpc: Vpc, pod: LegacyPod) -> None:
 
 
 def aws_checkpoint(pods: list[LegacyPod]) -> str:
-    allocations = [
-        {
-            "networkName": "aws-cni",
-            "containerID": p.cid,
-            "ifName": "eth0",
-            "ipv4": p.ip,
-            "allocationTimestamp": 1_700_000_000_000_000_000,
-            "metadata": {"k8sPodNamespace": p.namespace, "k8sPodName": p.name, "interfacesCount": 1},
-        }
-        for p in pods
-    ]
-    return json.dumps({"version": "vpc-cni-ipam/1", "allocations": allocations})
+    return checkpoint_json(*(row(p.ip, p.cid, namespace=p.namespace, name=p.name) for p in pods))
 
 
 def cni(command: str, daemon: DaemonProcess, pod: LegacyPod) -> tuple[int, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from ipamd import adoption
 from ipamd.config import Settings
 from ipamd.migrate.awsvpc import AwsCheckpointError
 from ipamd.pool.model import InterfaceId, InterfaceView
+from tests.fakes.awsvpc import checkpoint_json, row
 
 BASE = Settings(cloud_provider="aws", datapath="linux", aws_vpc_cni_checkpoint="/run/aws-node/ipam.json")
 VIEW = InterfaceView(
@@ -31,18 +31,9 @@ VIEW = InterfaceView(
 
 def aws_checkpoint(*rows: tuple[str, str, str, str]) -> bytes:
     """aws-vpc-cni's ipam.json with one row per (container, ip, namespace, pod)."""
-    allocations = [
-        {
-            "networkName": "aws-cni",
-            "containerID": container,
-            "ifName": "eth0",
-            "ipv4": ip,
-            "allocationTimestamp": 1_700_000_000_000_000_000,
-            "metadata": {"k8sPodNamespace": namespace, "k8sPodName": pod},
-        }
-        for container, ip, namespace, pod in rows
-    ]
-    return json.dumps({"version": "vpc-cni-ipam/1", "allocations": allocations}).encode()
+    return checkpoint_json(
+        *(row(ip, c, namespace=ns, name=pod, count=None) for c, ip, ns, pod in rows)
+    ).encode()
 
 
 @pytest.mark.parametrize(

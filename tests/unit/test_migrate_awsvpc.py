@@ -46,6 +46,7 @@ from ipamd.pool.model import (
     InterfaceView,
     PodRef,
 )
+from tests.fakes import awsvpc as awsvpc_file
 
 NETWORK = "cloud-cni"
 T0 = 1_700_000_000.0
@@ -56,30 +57,14 @@ def row(
     ip: str = "10.0.0.10",
     *,
     container: str = CID,
-    network: str = "aws-cni",
-    ifname: str = "eth0",
-    namespace: str = "default",
-    name: str = "web-0",
     stamp: int | None = 1_700_000_000_123_456_789,
-    count: int | None = 1,
+    **fields: Any,
 ) -> dict[str, Any]:
     """One allocation as current aws-vpc-cni writes it (metadata fields omitempty)."""
-    doc: dict[str, Any] = {"networkName": network, "containerID": container, "ifName": ifname, "ipv4": ip}
-    if stamp is not None:
-        doc["allocationTimestamp"] = stamp
-    meta: dict[str, Any] = {}
-    if namespace:
-        meta["k8sPodNamespace"] = namespace
-    if name:
-        meta["k8sPodName"] = name
-    if count is not None:
-        meta["interfacesCount"] = count
-    doc["metadata"] = meta
-    return doc
+    return awsvpc_file.row(ip, container, stamp=stamp, **fields)
 
 
-def document(*rows: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "vpc-cni-ipam/1", "allocations": list(rows)}
+document = awsvpc_file.document
 
 
 def encode(doc: object) -> bytes:
